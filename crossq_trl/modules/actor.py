@@ -1,0 +1,87 @@
+"""CrossQ actor: a tanh-squashed Gaussian policy with Batch Renormalization."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict.nn import InteractionType, TensorDictModule
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.data import TensorSpec
+from torchrl.envs import EnvBase
+from torchrl.modules import ProbabilisticActor, TanhNormal
+
+from crossq_trl.modules.mlp import BatchRenormConfig, concat_features, crossq_body
+from crossq_trl.modules.specs import feature_dim, resolve_specs
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class GaussianActorNet(nn.Module):
+    """``body -> (mean, log_std)`` heads; returns ``(loc, scale)`` of the pre-tanh Gaussian."""
+
+    def __init__(self, in_features: int, action_dim: int, net_arch: Sequence[int], **body_kwargs) -> None:
+        super().__init__()
+        self.body = crossq_body(in_features, net_arch, **body_kwargs)
+        self.mean = nn.Linear(net_arch[-1], action_dim)
+        self.log_std = nn.Linear(net_arch[-1], action_dim)
+
+    def forward(self, *observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(concat_features(observations))
+        log_std = self.log_std(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return self.mean(features), log_std.exp()
+
+
+def make_crossq_actor(
+    env: EnvBase | None = None,
+    *,
+    observation_spec: TensorSpec | None = None,
+    action_spec: TensorSpec | None = None,
+    in_keys: Sequence[NestedKey] = ("observation",),
+    action_key: NestedKey | None = None,
+    net_arch: Sequence[int] = (256, 256),
+    activation: type[nn.Module] = nn.ReLU,
+    batch_norm: bool = True,
+    batch_renorm: BatchRenormConfig = BatchRenormConfig(),
+    device: torch.device | str | None = None,
+) -> ProbabilisticActor:
+    """Build the CrossQ actor as a TorchRL ``ProbabilisticActor``.
+
+    Layout ``BRN -> [Linear -> activation -> BRN] x len(net_arch) -> mean, log_std``;
+    ``log_std`` is clipped to ``[-20, 2]`` and the Gaussian is tanh-squashed and
+    rescaled to the action bounds (``TanhNormal``, whose ``rsample_and_log_prob``
+    scores the exact pre-tanh sample, so the log-prob stays finite when tanh
+    saturates). Interaction is stochastic by default; under
+    ``set_exploration_type(ExplorationType.DETERMINISTIC)`` it returns the squashed mean.
+
+    Observations and actions come from ``env`` or from explicit specs. Put the actor in
+    ``eval()`` mode to act (BRN then uses its running statistics); :class:`CrossQLoss`
+    picks the mode of each of its own passes whatever the mode outside.
+    """
+    observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
+    if action_key is None:
+        action_key = env.action_key if env is not None else "action"
+    in_keys = list(in_keys)
+    net = GaussianActorNet(
+        feature_dim(observation_spec, in_keys),
+        action_spec.shape[-1],
+        net_arch,
+        activation=activation,
+        batch_norm=batch_norm,
+        batch_renorm=batch_renorm,
+    ).to(device)
+    device = next(net.parameters()).device
+    return ProbabilisticActor(
+        TensorDictModule(net, in_keys=in_keys, out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        out_keys=[action_key],
+        spec=action_spec.to(device),
+        distribution_class=TanhNormal,
+        distribution_kwargs={
+            "low": action_spec.space.low.to(device),
+            "high": action_spec.space.high.to(device),
+            "tanh_loc": False,
+        },
+        default_interaction_type=InteractionType.RANDOM,
+    )

@@ -1,0 +1,144 @@
+"""Batch Renormalization (Ioffe, 2017) as CrossQ uses it.
+
+Written here rather than taken from ``torchrl.modules.BatchRenorm1d`` because that
+class (torchrl 0.14.1) multiplies the renorm correction by an unclamped
+``steps // warmup_steps`` counter (the correction doubles after 2x warm-up,
+triples after 3x, ...), takes dim 1 as the feature dim (breaks on ``[envs, time,
+features]`` batches and on single observations), returns NaN forever after a
+train-mode batch of one sample, and fails under ``torch.compile`` with an
+in-place autograd error on its step counter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BatchRenorm1d(nn.Module):
+    """Batch Renormalization over the last (feature) dimension.
+
+    Statistics are taken over every leading batch dimension, so ``[batch, F]``,
+    ``[envs, time, F]`` and (in eval mode) a single ``[F]`` observation all work.
+    With ``ensemble_size=E`` the first dimension of the input is an ensemble axis of
+    size ``E`` whose members keep independent statistics and affine parameters.
+
+    Train mode:
+        ``x_hat = (x - mu_b) / sigma_b * r + d`` with ``r = clip(sigma_b / sigma_r,
+        1/r_max, r_max)`` and ``d = clip((mu_b - mu_r) / sigma_r, -d_max, d_max)``,
+        both gradient-stopped; during warm-up (``steps < warmup_steps``) ``r = 1``,
+        ``d = 0`` (plain batch norm). The running statistics then move toward the
+        batch statistics by ``momentum`` and ``steps`` grows by one.
+    Eval mode:
+        ``x_hat = (x - mu_r) / sigma_r``; nothing is updated.
+
+    Both modes end with the affine map ``weight * x_hat + bias``. Variances are
+    biased (divided by ``n``) so that any batch size, one included, stays finite.
+    The forward pass has no data-dependent Python branch and no host sync, so it
+    traces with ``torch.compile(fullgraph=True)`` and can be captured in a CUDA graph.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        momentum: float = 0.01,
+        eps: float = 1e-3,
+        r_max: float = 3.0,
+        d_max: float = 5.0,
+        warmup_steps: int = 100_000,
+        ensemble_size: int | None = None,
+        affine: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}.")
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}.")
+        if eps <= 0.0:
+            raise ValueError(f"eps must be > 0, got {eps}.")
+        if r_max < 1.0:
+            raise ValueError(f"r_max must be >= 1, got {r_max}.")
+        if d_max < 0.0:
+            raise ValueError(f"d_max must be >= 0, got {d_max}.")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+        if ensemble_size is not None and ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1 or None, got {ensemble_size}.")
+        self.num_features = num_features
+        self.momentum = momentum
+        self.eps = eps
+        self.r_max = r_max
+        self.d_max = d_max
+        self.warmup_steps = warmup_steps
+        self.ensemble_size = ensemble_size
+        shape = (num_features,) if ensemble_size is None else (ensemble_size, num_features)
+        if affine:
+            self.weight = nn.Parameter(torch.ones(shape))
+            self.bias = nn.Parameter(torch.zeros(shape))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.register_buffer("running_mean", torch.zeros(shape))
+        self.register_buffer("running_var", torch.ones(shape))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        ensemble = "" if self.ensemble_size is None else f", ensemble_size={self.ensemble_size}"
+        return (
+            f"{self.num_features}, momentum={self.momentum}, eps={self.eps}, r_max={self.r_max}, "
+            f"d_max={self.d_max}, warmup_steps={self.warmup_steps}{ensemble}"
+        )
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        min_dim = 1 if self.ensemble_size is None else 2
+        if x.dim() < min_dim or x.shape[-1] != self.num_features:
+            raise ValueError(
+                f"BatchRenorm1d expected input of shape {'[E, ' if min_dim == 2 else '['}..., "
+                f"{self.num_features}] (features last), got {tuple(x.shape)}."
+            )
+        if self.ensemble_size is not None and x.shape[0] != self.ensemble_size:
+            raise ValueError(
+                f"BatchRenorm1d expected the ensemble axis (dim 0) of size {self.ensemble_size}, got {x.shape[0]}."
+            )
+
+    def _broadcast(self, stat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Reshape a ``[F]`` or ``[E, F]`` statistic to broadcast against ``x``."""
+        if self.ensemble_size is None:
+            return stat
+        return stat.view(stat.shape[0], *([1] * (x.dim() - 2)), stat.shape[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x_hat = self._normalize_train(x) if self.training else self._normalize_eval(x)
+        if self.weight is None:
+            return x_hat
+        return x_hat * self._broadcast(self.weight, x) + self._broadcast(self.bias, x)
+
+    def _normalize_eval(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self._broadcast(self.running_mean, x)
+        std = (self._broadcast(self.running_var, x) + self.eps).sqrt()
+        return (x - mean) / std
+
+    def _normalize_train(self, x: torch.Tensor) -> torch.Tensor:
+        first_batch_dim = 0 if self.ensemble_size is None else 1
+        batch_dims = tuple(range(first_batch_dim, x.dim() - 1))
+        if not batch_dims:
+            raise ValueError(
+                f"BatchRenorm1d in train mode needs a batch dimension, got input of shape "
+                f"{tuple(x.shape)}; call .eval() to normalise a single sample."
+            )
+        batch_var, batch_mean = torch.var_mean(x, dim=batch_dims, correction=0)
+        batch_std = (batch_var + self.eps).sqrt()
+        with torch.no_grad():
+            running_std = (self.running_var + self.eps).sqrt()
+            warmed_up = self.steps >= self.warmup_steps
+            r = (batch_std / running_std).clamp(1.0 / self.r_max, self.r_max)
+            d = ((batch_mean - self.running_mean) / running_std).clamp(-self.d_max, self.d_max)
+            r = torch.where(warmed_up, r, torch.ones_like(r))
+            d = torch.where(warmed_up, d, torch.zeros_like(d))
+            self.running_mean.lerp_(batch_mean, self.momentum)
+            self.running_var.lerp_(batch_var, self.momentum)
+            self.steps.add_(1)
+        x_hat = (x - self._broadcast(batch_mean, x)) / self._broadcast(batch_std, x)
+        return x_hat * self._broadcast(r, x) + self._broadcast(d, x)

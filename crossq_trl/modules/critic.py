@@ -1,0 +1,73 @@
+"""CrossQ critic: an ensemble of Q-networks evaluated in one batched pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.data import TensorSpec
+from torchrl.envs import EnvBase
+
+from crossq_trl.modules.ensemble_linear import EnsembleLinear
+from crossq_trl.modules.mlp import BatchRenormConfig, concat_features, crossq_body
+from crossq_trl.modules.specs import feature_dim, resolve_specs
+
+
+class EnsembleQNet(nn.Module):
+    """``n_critics`` independent Q-networks ``BRN(cat(obs, a)) -> [Linear -> act -> BRN] x n -> Linear(1)``.
+
+    Weights are stacked on a leading ensemble axis and every layer is one batched
+    matmul, so the ensemble costs one pass; each member has its own parameters and
+    its own BRN statistics. Returns Q-values of shape ``[*batch, n_critics]``.
+    """
+
+    def __init__(self, in_features: int, net_arch: Sequence[int], n_critics: int = 2, **body_kwargs) -> None:
+        super().__init__()
+        if n_critics < 1:
+            raise ValueError(f"n_critics must be >= 1, got {n_critics}.")
+        self.n_critics = n_critics
+        self.body = crossq_body(in_features, net_arch, ensemble_size=n_critics, **body_kwargs)
+        self.head = EnsembleLinear(n_critics, net_arch[-1], 1)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        x = concat_features(inputs)
+        x = x.expand(self.n_critics, *x.shape)
+        q = self.head(self.body(x))  # [E, *batch, 1]
+        return q.squeeze(-1).movedim(0, -1)
+
+
+def make_crossq_critic(
+    env: EnvBase | None = None,
+    *,
+    observation_spec: TensorSpec | None = None,
+    action_spec: TensorSpec | None = None,
+    in_keys: Sequence[NestedKey] = ("observation",),
+    action_key: NestedKey | None = None,
+    out_key: NestedKey = "state_action_value",
+    n_critics: int = 2,
+    net_arch: Sequence[int] = (1024, 1024),
+    activation: type[nn.Module] = nn.ReLU,
+    batch_norm: bool = True,
+    batch_renorm: BatchRenormConfig = BatchRenormConfig(),
+    device: torch.device | str | None = None,
+) -> TensorDictModule:
+    """Build the CrossQ critic ensemble as a ``TensorDictModule``.
+
+    Reads ``in_keys`` and the action, writes ``out_key`` of shape ``[*batch, n_critics]``.
+    """
+    observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
+    if action_key is None:
+        action_key = env.action_key if env is not None else "action"
+    in_keys = list(in_keys)
+    net = EnsembleQNet(
+        feature_dim(observation_spec, in_keys) + action_spec.shape[-1],
+        net_arch,
+        n_critics,
+        activation=activation,
+        batch_norm=batch_norm,
+        batch_renorm=batch_renorm,
+    ).to(device)
+    return TensorDictModule(net, in_keys=[*in_keys, action_key], out_keys=[out_key])

@@ -1,0 +1,65 @@
+"""The CrossQ network body: ``BRN(input) -> [Linear -> activation -> BRN] x n``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from crossq_trl.modules.batch_renorm import BatchRenorm1d
+from crossq_trl.modules.ensemble_linear import EnsembleLinear
+
+
+def concat_features(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate input vectors along the feature axis, as float."""
+    x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
+    return x if x.is_floating_point() else x.float()
+
+
+@dataclass(frozen=True)
+class BatchRenormConfig:
+    """Options of every BatchRenorm1d layer in a CrossQ network (defaults of the paper)."""
+
+    momentum: float = 0.01
+    eps: float = 1e-3
+    r_max: float = 3.0
+    d_max: float = 5.0
+    warmup_steps: int = 100_000
+
+
+def crossq_body(
+    in_features: int,
+    net_arch: Sequence[int],
+    *,
+    activation: type[nn.Module] = nn.ReLU,
+    batch_norm: bool = True,
+    batch_renorm: BatchRenormConfig = BatchRenormConfig(),
+    ensemble_size: int | None = None,
+) -> nn.Sequential:
+    """Build ``BRN(input) -> [Linear(h) -> activation -> BRN] x len(net_arch)``.
+
+    With ``ensemble_size`` the linears are :class:`EnsembleLinear` and each BRN keeps
+    per-member statistics; the input must then carry a leading ensemble axis. With
+    ``batch_norm=False`` every BRN is left out (plain SAC-style MLP).
+    """
+    if not net_arch or any(int(h) < 1 for h in net_arch):
+        raise ValueError(f"net_arch must be a non-empty list of positive layer sizes, got {list(net_arch)}.")
+
+    def norm(features: int) -> list[nn.Module]:
+        if not batch_norm:
+            return []
+        return [BatchRenorm1d(features, ensemble_size=ensemble_size, **asdict(batch_renorm))]
+
+    def linear(fan_in: int, fan_out: int) -> nn.Module:
+        if ensemble_size is None:
+            return nn.Linear(fan_in, fan_out)
+        return EnsembleLinear(ensemble_size, fan_in, fan_out)
+
+    layers = norm(in_features)
+    fan_in = in_features
+    for hidden in net_arch:
+        layers += [linear(fan_in, int(hidden)), activation(), *norm(int(hidden))]
+        fan_in = int(hidden)
+    return nn.Sequential(*layers)
