@@ -1,5 +1,6 @@
 """CrossQ for TorchRL: Batch Renormalization, joint-batch critic, no target networks."""
 
+from crossq_trl.agent import CrossQ
 from crossq_trl.modules import (
     BatchRenorm1d,
     BatchRenormConfig,
@@ -9,14 +10,33 @@ from crossq_trl.modules import (
     training_mode,
 )
 from crossq_trl.objectives import CrossQLoss
+from crossq_trl.training import (
+    CheckpointError,
+    CrossQConfig,
+    CrossQTrainer,
+    CrossQUpdate,
+    evaluate_policy,
+    make_crossq_optimizers,
+    make_env,
+    make_replay_buffer,
+)
 
 __all__ = [
     "BatchRenorm1d",
     "BatchRenormConfig",
+    "CheckpointError",
+    "CrossQ",
+    "CrossQConfig",
     "CrossQLoss",
+    "CrossQTrainer",
+    "CrossQUpdate",
     "EnsembleQNet",
+    "evaluate_policy",
     "make_crossq_actor",
     "make_crossq_critic",
+    "make_crossq_optimizers",
+    "make_env",
+    "make_replay_buffer",
     "training_mode",
 ]
 __version__ = "0.1.0"

@@ -308,7 +308,14 @@ class CrossQLoss(LossModule):
         loss_actor, actor_metadata = self.actor_loss(tensordict)
         loss_alpha = self.alpha_loss(actor_metadata["log_prob"], tensordict=tensordict)
         tensordict.set(self.tensor_keys.priority, value_metadata["td_error"])
-        out = {"loss_actor": loss_actor, "loss_qvalue": loss_qvalue, "loss_alpha": loss_alpha}
+        # Same entries as torchrl's CrossQLoss (0.14): the losses, then the per-sample "log_prob" and "td_error".
+        out = {
+            "loss_actor": loss_actor,
+            "loss_qvalue": loss_qvalue,
+            "loss_alpha": loss_alpha,
+            **actor_metadata,
+            **value_metadata,
+        }
         entropy = -actor_metadata["log_prob"].mean()
         if self.reduction != "none":
             return TensorDict({**out, "alpha": self._alpha, "entropy": entropy})

@@ -1,0 +1,467 @@
+"""``CrossQ``: the one-line API of sb3-contrib's CrossQ, on TorchRL parts."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.record.loggers import Logger, get_logger
+
+from crossq_trl.modules.actor import make_crossq_actor
+from crossq_trl.modules.critic import make_crossq_critic
+from crossq_trl.modules.mlp import BatchRenormConfig
+from crossq_trl.objectives.crossq_loss import CrossQLoss
+from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from crossq_trl.training.config import CrossQConfig
+from crossq_trl.training.env_state import snapshot_env
+from crossq_trl.training.envs import EnvLike, make_env
+from crossq_trl.training.replay_buffer import make_replay_buffer
+from crossq_trl.training.trainer import CrossQTrainer
+from crossq_trl.training.update import CrossQUpdate, make_crossq_optimizers
+
+POLICY_KWARGS = (
+    "net_arch",
+    "activation_fn",
+    "batch_norm",
+    "batch_norm_momentum",
+    "batch_norm_eps",
+    "renorm_warmup_steps",
+    "n_critics",
+    "optimizer_class",
+    "optimizer_kwargs",
+)
+
+
+class CrossQ:
+    """CrossQ with the API of ``sb3_contrib.CrossQ`` (``learn``, ``predict``, ``save``,
+    ``load``, ...), built from TorchRL components that stay reachable: ``actor``,
+    ``critic``, ``loss_module``, ``update``, ``replay_buffer``, ``collector`` and
+    ``trainer`` (the last two from the latest :meth:`learn`).
+
+    ``env`` is a gymnasium id, a gymnasium env (or factory) or a TorchRL env. Every
+    hyperparameter of :class:`~crossq_trl.CrossQConfig` is a keyword; the network options
+    can also come through ``policy_kwargs`` as in sb3. Extra keywords: ``n_envs``
+    (parallel envs), ``compile`` (compiled update, default on), ``eval_env``,
+    ``eval_freq``, ``n_eval_episodes`` and ``logger`` (``"csv"``, ``"tensorboard"``,
+    ``"wandb"`` or a TorchRL ``Logger``; ``tensorboard_log`` selects TensorBoard).
+
+    Example:
+        >>> model = CrossQ("MlpPolicy", "Pendulum-v1", policy_delay=2, verbose=1)
+        >>> model.learn(total_timesteps=20_000)
+        >>> action, _ = model.predict(obs, deterministic=True)
+        >>> model.save("crossq_pendulum.pt")
+    """
+
+    def __init__(
+        self,
+        policy: str,
+        env: EnvLike | None,
+        learning_rate: float | str | Callable[[float], float] = 1e-3,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: Any = None,
+        replay_buffer_class: Any = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        ent_coef: str | float = "auto",
+        target_entropy: str | float = "auto",
+        policy_delay: int = 3,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: str = "auto",
+        _init_setup_model: bool = True,
+        *,
+        eval_env: EnvLike | None = None,
+        logger: str | Logger | None = None,
+        **config_kwargs: Any,
+    ) -> None:
+        if policy not in ("MlpPolicy", "CrossQPolicy"):
+            raise ValueError(f"Only 'MlpPolicy' is available (no CnnPolicy), got {policy!r}.")
+        unsupported = {
+            "action_noise": action_noise is not None,
+            "use_sde": use_sde or use_sde_at_warmup or sde_sample_freq != -1,
+            "replay_buffer_class": replay_buffer_class is not None,
+            "optimize_memory_usage": optimize_memory_usage,
+        }
+        if any(unsupported.values()):
+            names = [name for name, used in unsupported.items() if used]
+            raise NotImplementedError(
+                f"{names} are not supported by crossq_trl's CrossQ; use the TorchRL components "
+                "(crossq_trl.CrossQLoss, a custom collector or replay buffer) for such variants."
+            )
+        policy_kwargs = dict(policy_kwargs or {})
+        unknown = set(policy_kwargs) - set(POLICY_KWARGS)
+        if unknown:
+            raise ValueError(f"Unsupported policy_kwargs {sorted(unknown)}; supported: {list(POLICY_KWARGS)}.")
+        replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
+        if "storage" in replay_buffer_kwargs:
+            config_kwargs["replay_buffer_storage"] = replay_buffer_kwargs.pop("storage")
+        if "scratch_dir" in replay_buffer_kwargs:
+            config_kwargs["replay_buffer_dir"] = replay_buffer_kwargs.pop("scratch_dir")
+        if replay_buffer_kwargs:
+            raise ValueError(
+                f"Unsupported replay_buffer_kwargs {sorted(replay_buffer_kwargs)}; use storage/scratch_dir."
+            )
+        self.config = CrossQConfig(
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            ent_coef=ent_coef,
+            target_entropy=target_entropy,
+            policy_delay=policy_delay,
+            stats_window_size=stats_window_size,
+            seed=seed,
+            device=device,
+            **policy_kwargs,
+            **config_kwargs,
+        )
+        self.verbose = verbose
+        self.device = self.config.torch_device()
+        self.env_source = env if isinstance(env, (str, type(None))) else None
+        self._logger_spec = "tensorboard" if tensorboard_log else logger
+        self._log_dir = tensorboard_log
+        self._eval_env_source = eval_env
+        self.num_timesteps = 0
+        self.collector: Collector | None = None
+        self.trainer: CrossQTrainer | None = None
+        self._env_snapshot: dict[str, Any] | None = None
+        if seed is not None:
+            self.set_random_seed(seed)
+        self.env = None if env is None else make_env(env, n_envs=self.config.n_envs, seed=seed, device=self.device)
+        self._specs = None if self.env is None else self._env_specs(self.env)
+        if _init_setup_model:
+            self._setup_model()
+
+    # --- construction ----------------------------------------------------------------
+
+    @staticmethod
+    def _env_specs(env: EnvBase) -> dict[str, Any]:
+        return {"observation": env.observation_spec_unbatched.clone(), "action": env.action_spec_unbatched.clone()}
+
+    def _setup_model(self) -> None:
+        if self._specs is None:
+            raise ValueError("An env (or the specs saved in a model file) is needed to build the networks.")
+        cfg = self.config
+        batch_renorm = BatchRenormConfig(
+            momentum=cfg.batch_norm_momentum, eps=cfg.batch_norm_eps, warmup_steps=cfg.renorm_warmup_steps
+        )
+        network = {"activation": cfg.activation(), "batch_norm": cfg.batch_norm, "batch_renorm": batch_renorm}
+        specs = {"observation_spec": self._specs["observation"], "action_spec": self._specs["action"]}
+        self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network)
+        self.actor.eval()  # acting and evaluation always use BRN running statistics
+        self.critic = make_crossq_critic(
+            **specs, n_critics=cfg.n_critics, net_arch=cfg.critic_arch(), device=self.device, **network
+        )
+        alpha_init, fixed_alpha = cfg.entropy_coefficient()
+        self.loss_module = CrossQLoss(
+            self.actor,
+            self.critic,
+            num_qvalue_nets=cfg.n_critics,
+            alpha_init=alpha_init,
+            fixed_alpha=fixed_alpha,
+            target_entropy=cfg.target_entropy,
+        )
+        self.loss_module.make_value_estimator(gamma=cfg.gamma)
+        optimizers = make_crossq_optimizers(
+            self.loss_module,
+            learning_rate=cfg.learning_rate_at(1.0),
+            optimizer_class=cfg.optimizer(),
+            optimizer_kwargs=cfg.optimizer_kwargs,
+        )
+        self.update = CrossQUpdate(self.loss_module, optimizers, policy_delay=cfg.policy_delay, compile=cfg.compile)
+        self.replay_buffer = make_replay_buffer(
+            cfg.buffer_size, cfg.batch_size, storage=cfg.replay_buffer_storage, scratch_dir=cfg.replay_buffer_dir
+        )
+
+    def _make_logger(self) -> Logger | None:
+        spec = self._logger_spec
+        if spec is None or isinstance(spec, Logger):
+            return spec
+        log_dir = self._log_dir or "runs"
+        try:
+            return get_logger(spec, logger_name=log_dir, experiment_name="CrossQ")
+        except ImportError as err:
+            raise ImportError(f"logger={spec!r} needs its package installed: {err}") from err
+
+    def _make_trainer(
+        self,
+        total_timesteps: int,
+        *,
+        callback=None,
+        log_interval: int = 4,
+        progress_bar: bool = False,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_interval: int = 50_000,
+        save_replay_buffer: bool = True,
+    ) -> CrossQTrainer:
+        if self.env is None:
+            raise ValueError("No env: pass one to CrossQ(...) / CrossQ.load(..., env=...) or call set_env().")
+        cfg = self.config
+        n_envs = self.env.batch_size.numel()
+        frequency, unit = cfg.train_freq
+        frames_per_batch = n_envs * (frequency if unit == "step" else 1)
+        remaining = -(-total_timesteps // frames_per_batch) * frames_per_batch
+        random_frames = max(0, cfg.learning_starts - self.num_timesteps)
+        random_frames = -(-random_frames // frames_per_batch) * frames_per_batch
+        self.collector = Collector(
+            self.env,
+            self.actor,
+            frames_per_batch=frames_per_batch,
+            total_frames=remaining,
+            init_random_frames=random_frames,
+            exploration_type=ExplorationType.RANDOM,
+            device=self.device,
+            storing_device="cpu",
+            auto_register_policy_transforms=False,
+        )
+        eval_env = None
+        if cfg.eval_freq > 0:
+            source = self._eval_env_source if self._eval_env_source is not None else self.env_source
+            if source is None:
+                raise ValueError("eval_freq > 0 needs eval_env=... when the training env was not given by id.")
+            eval_env = make_env(source, device=self.device, seed=None if cfg.seed is None else cfg.seed + 10_000)
+        schedule = cfg.learning_rate_at if isinstance(cfg.learning_rate, str) or callable(cfg.learning_rate) else None
+        wrapped_callback = None if callback is None else (lambda trainer: callback(self))
+        trainer = CrossQTrainer(
+            collector=self.collector,
+            total_frames=self.num_timesteps + remaining,
+            update=self.update,
+            replay_buffer=self.replay_buffer,
+            train_freq=cfg.train_freq,
+            gradient_steps=cfg.gradient_steps,
+            learning_rate=schedule,
+            logger=self._make_logger(),
+            log_interval=log_interval,
+            verbose=self.verbose,
+            progress_bar=progress_bar,
+            eval_env=eval_env,
+            eval_freq=cfg.eval_freq,
+            n_eval_episodes=cfg.n_eval_episodes,
+            stats_window_size=cfg.stats_window_size,
+            checkpoint_path=checkpoint_path,
+            checkpoint_interval=checkpoint_interval,
+            save_replay_buffer=save_replay_buffer,
+            callback=wrapped_callback,
+            extra_state=lambda: {
+                **self._model_state(),
+                "num_timesteps": trainer.collected_frames,
+                "total_timesteps": trainer.total_frames,
+            },
+        )
+        trainer.collected_frames = self.num_timesteps
+        self.trainer = trainer
+        return trainer
+
+    # --- the sb3 API -----------------------------------------------------------------
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Callable[[CrossQ], bool | None] | None = None,
+        log_interval: int = 4,
+        tb_log_name: str = "CrossQ",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+        *,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_interval: int = 50_000,
+    ) -> CrossQ:
+        """Train for ``total_timesteps`` env steps. ``callback(model)`` runs after every
+        collected batch and stops training by returning False. ``log_interval`` counts
+        episodes between reports. With ``checkpoint_path`` the full training state is
+        saved every ``checkpoint_interval`` steps and at the end (see :meth:`resume`)."""
+        if total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}.")
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self._env_snapshot = None
+        trainer = self._make_trainer(
+            total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            progress_bar=progress_bar,
+            checkpoint_path=checkpoint_path,
+            checkpoint_interval=checkpoint_interval,
+        )
+        if self._env_snapshot is not None:
+            trainer.continue_episodes(self._env_snapshot)
+        self._train(trainer)
+        return self
+
+    def _train(self, trainer: CrossQTrainer) -> None:
+        # The snapshot is taken by a shutdown hook, before the collector closes the env.
+        trainer.register_op("shutdown", lambda: setattr(self, "_env_snapshot", snapshot_env(trainer.collector)))
+        trainer.train()
+        self.num_timesteps = trainer.collected_frames
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, None]:
+        """Action(s) for one observation ``[obs_dim]`` or a batch ``[n, obs_dim]`` (numpy in, numpy out)."""
+        obs_spec = self._specs["observation"]["observation"]
+        obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=self.device)
+        if obs.shape[-1:] != obs_spec.shape[-1:] or obs.dim() > 2:
+            raise ValueError(
+                f"predict expects an observation of shape {tuple(obs_spec.shape)} or [n, "
+                f"{obs_spec.shape[-1]}], got {tuple(obs.shape)}."
+            )
+        td = TensorDict({"observation": obs}, batch_size=obs.shape[:-1], device=self.device)
+        exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+        with torch.no_grad(), set_exploration_type(exploration):
+            action = self.actor(td).get("action")
+        return action.cpu().numpy(), None
+
+    def get_env(self) -> EnvBase | None:
+        return self.env
+
+    def set_env(self, env: EnvLike, force_reset: bool = True) -> None:
+        """Train on another env with the same observation and action spaces."""
+        new_env = make_env(env, n_envs=self.config.n_envs, seed=self.config.seed, device=self.device)
+        new_specs = self._env_specs(new_env)
+        for name in ("observation", "action"):
+            if self._specs is not None and new_specs[name] != self._specs[name]:
+                raise ValueError(f"set_env: the new env's {name} spec differs from the model's:\n{new_specs[name]}")
+        self.env, self._specs = new_env, new_specs
+        self.env_source = env if isinstance(env, str) else None
+        if force_reset:
+            self._env_snapshot = None
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """Seed Python, NumPy, PyTorch and the env."""
+        if seed is None:
+            return
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if getattr(self, "env", None) is not None:
+            self.env.set_seed(seed)
+
+    def get_parameters(self) -> dict[str, dict[str, Any]]:
+        """State dicts of the networks and the temperature: ``{"actor", "critic", "loss_module"}``."""
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "loss_module": self.loss_module.state_dict(),
+        }
+
+    def set_parameters(
+        self, load_path_or_dict: str | os.PathLike | dict[str, dict[str, Any]], exact_match: bool = True, device="auto"
+    ) -> None:
+        """Load parameters from :meth:`get_parameters` output or from a file written by :meth:`save`."""
+        params = load_path_or_dict
+        if not isinstance(params, dict):
+            params = {"loss_module": load_checkpoint(params, map_location=self.device)["loss_module"]}
+            exact_match = False
+        if exact_match and set(params) != {"actor", "critic", "loss_module"}:
+            raise ValueError(
+                f"set_parameters(exact_match=True) needs actor, critic, loss_module; got {sorted(params)}."
+            )
+        if "loss_module" in params:
+            self.loss_module.load_state_dict(params["loss_module"], strict=exact_match)
+        else:
+            for name in ("actor", "critic"):
+                if name in params:
+                    getattr(self, name).load_state_dict(params[name], strict=exact_match)
+
+    def _model_state(self) -> dict[str, Any]:
+        return {
+            "config": {**self.config.to_dict(), "env_id": self.env_source},
+            "specs": self._specs,
+            "num_timesteps": self.num_timesteps,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save config, networks (with BRN statistics), temperature and optimizer state."""
+        state = {"kind": "model", **self._model_state()}
+        state.update(loss_module=self.loss_module.state_dict(), update=self.update.state_dict())
+        return save_checkpoint(path, state)
+
+    @classmethod
+    def _from_state(cls, data: dict[str, Any], env: EnvLike | None, device: str, **kwargs: Any) -> CrossQ:
+        config = dict(data["config"])
+        env_id = config.pop("env_id", None)
+        config.update(device=device, **kwargs)
+        verbose = config.pop("verbose", 0)
+        model = cls("MlpPolicy", None, verbose=verbose, **config, _init_setup_model=False)
+        model.env_source = env_id
+        model._specs = data["specs"]
+        if env is not None:
+            model.set_env(env)
+        model._setup_model()
+        model.loss_module.load_state_dict(data["loss_module"])
+        model.num_timesteps = data["num_timesteps"]
+        return model
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: EnvLike | None = None, device: str = "auto", **kwargs: Any) -> CrossQ:
+        """Rebuild a model saved with :meth:`save` (or from a training checkpoint); ``kwargs``
+        override saved hyperparameters (e.g. ``learning_starts=0``)."""
+        data = load_checkpoint(path, map_location="cpu")
+        kind = data.get("kind")
+        if kind not in ("model", "training"):
+            raise CheckpointError(f"{str(path)!r} holds no CrossQ model (kind={kind!r}).")
+        model = cls._from_state(data, env, device, **kwargs)
+        model.update.load_state_dict(data["update"] if kind == "model" else data["modules"]["optimization_stepper"])
+        return model
+
+    @classmethod
+    def resume(
+        cls,
+        path: str | os.PathLike,
+        env: EnvLike | None = None,
+        device: str = "auto",
+        **learn_kwargs: Any,
+    ) -> CrossQ:
+        """Continue the run of a training checkpoint (``learn(checkpoint_path=...)``) to its
+        ``total_timesteps``: same weights, optimizers, replay buffer, counters, RNG streams
+        and, for a single env, the same episode. The checkpoint keeps being updated."""
+        data = load_checkpoint(path, map_location="cpu")
+        if data.get("kind") != "training":
+            raise CheckpointError(f"{str(path)!r} is not a training checkpoint (kind={data.get('kind')!r}).")
+        if env is None and data["config"].get("env_id") is None:
+            raise ValueError("This checkpoint's env was not given by id: pass env=... to resume.")
+        env = env if env is not None else data["config"]["env_id"]
+        model = cls._from_state(data, env, device)
+        remaining = data["total_timesteps"] - model.num_timesteps
+        trainer = model._make_trainer(max(remaining, 1), checkpoint_path=path, **learn_kwargs)
+        trainer.total_frames = data["total_timesteps"]
+        trainer.load_training_state(data)
+        if remaining > 0:
+            model._train(trainer)
+        return model
+
+    def save_replay_buffer(self, path: str | os.PathLike) -> Path:
+        return save_checkpoint(path, {"kind": "replay_buffer", "replay_buffer": self.replay_buffer.state_dict()})
+
+    def load_replay_buffer(self, path: str | os.PathLike, truncate_last_traj: bool = True) -> None:
+        data = load_checkpoint(path)
+        if data.get("kind") != "replay_buffer":
+            raise CheckpointError(f"{str(path)!r} holds no replay buffer (kind={data.get('kind')!r}).")
+        self.replay_buffer.load_state_dict(data["replay_buffer"])

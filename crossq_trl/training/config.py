@@ -1,0 +1,215 @@
+"""Every CrossQ hyperparameter in one validated dataclass, with the seed's defaults."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+DEFAULT_ACTOR_ARCH = (256, 256)
+DEFAULT_CRITIC_ARCH = (1024, 1024)
+
+
+@dataclass
+class CrossQConfig:
+    """Hyperparameters of CrossQ; names and defaults follow sb3-contrib's ``CrossQ`` and
+    ``CrossQPolicy``. Invalid values raise ``ValueError`` at construction.
+
+    ``learning_rate`` is a float, a callable of the remaining progress (1 -> 0), or
+    ``"lin_<lr>"`` for a linear decay to 0. ``train_freq`` is a step count or
+    ``(n, "step" | "episode")``; ``gradient_steps=-1`` does as many updates as env steps
+    collected. ``ent_coef`` is ``"auto"``, ``"auto_<init>"`` or a fixed float.
+    ``net_arch`` is one list for both networks or ``{"pi": [...], "qf": [...]}``
+    (default actor [256, 256], critic [1024, 1024]).
+    """
+
+    learning_rate: float | str | Callable[[float], float] = 1e-3
+    buffer_size: int = 1_000_000
+    learning_starts: int = 100
+    batch_size: int = 256
+    gamma: float = 0.99
+    train_freq: int | tuple[int, str] = 1
+    gradient_steps: int = 1
+    ent_coef: str | float = "auto"
+    target_entropy: str | float = "auto"
+    policy_delay: int = 3
+    n_envs: int = 1
+    net_arch: list[int] | dict[str, list[int]] | None = None
+    activation_fn: str | type[nn.Module] = "relu"
+    batch_norm: bool = True
+    batch_norm_momentum: float = 0.01
+    batch_norm_eps: float = 1e-3
+    renorm_warmup_steps: int = 100_000
+    n_critics: int = 2
+    optimizer_class: str | type[torch.optim.Optimizer] = "adam"
+    optimizer_kwargs: dict[str, Any] | None = None
+    seed: int | None = None
+    device: str = "auto"
+    compile: bool = True
+    stats_window_size: int = 100
+    replay_buffer_storage: str = "memory"
+    replay_buffer_dir: str | None = None
+    eval_freq: int = 0
+    n_eval_episodes: int = 10
+
+    def __post_init__(self) -> None:
+        self.train_freq = self._parse_train_freq(self.train_freq)
+        positive = ("buffer_size", "batch_size", "policy_delay", "n_envs", "n_critics", "n_eval_episodes")
+        for name in positive:
+            _check(name, getattr(self, name), "an integer >= 1", lambda v: isinstance(v, int) and v >= 1)
+        non_negative = ("learning_starts", "renorm_warmup_steps", "eval_freq", "stats_window_size")
+        for name in non_negative:
+            _check(name, getattr(self, name), "an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+        _check("gamma", self.gamma, "a float in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+        _check("gradient_steps", self.gradient_steps, "-1 or an integer >= 1", lambda v: v == -1 or v >= 1)
+        _check("batch_norm_momentum", self.batch_norm_momentum, "a float in (0, 1]", lambda v: 0.0 < v <= 1.0)
+        _check("batch_norm_eps", self.batch_norm_eps, "a float > 0", lambda v: v > 0.0)
+        _check(
+            "replay_buffer_storage",
+            self.replay_buffer_storage,
+            "'memory' or 'memmap'",
+            lambda v: v in ("memory", "memmap"),
+        )
+        self.learning_rate_at(1.0)
+        self.entropy_coefficient()
+        if self.target_entropy != "auto":
+            _check("target_entropy", self.target_entropy, "'auto' or a float", _is_number)
+        self.actor_arch(), self.critic_arch(), self.activation(), self.optimizer()
+        self.torch_device()
+
+    @staticmethod
+    def _parse_train_freq(train_freq) -> tuple[int, str]:
+        if isinstance(train_freq, int):
+            train_freq = (train_freq, "step")
+        train_freq = tuple(train_freq)
+        ok = len(train_freq) == 2 and isinstance(train_freq[0], int) and train_freq[0] >= 1
+        _check(
+            "train_freq",
+            train_freq,
+            "an integer >= 1 or (n >= 1, 'step' | 'episode')",
+            lambda v: ok and v[1] in ("step", "episode"),
+        )
+        return train_freq
+
+    def learning_rate_at(self, progress_remaining: float) -> float:
+        """The learning rate when ``progress_remaining`` (1 at the start, 0 at the end) is left."""
+        lr = self.learning_rate
+        if isinstance(lr, str):
+            if not lr.startswith("lin_") or not _is_number(_to_float(lr[4:])):
+                raise ValueError(f"CrossQConfig.learning_rate: expected a float, a callable or 'lin_<lr>', got {lr!r}.")
+            lr = float(lr[4:]) * progress_remaining
+        elif callable(lr):
+            lr = lr(progress_remaining)
+        _check("learning_rate", lr, "a float > 0 (or a schedule returning one)", lambda v: _is_number(v) and v >= 0)
+        return float(lr)
+
+    def entropy_coefficient(self) -> tuple[float, bool]:
+        """``(alpha_init, fixed_alpha)`` from ``ent_coef``."""
+        ent_coef = self.ent_coef
+        if isinstance(ent_coef, str):
+            init = 1.0 if ent_coef == "auto" else _to_float(ent_coef[5:]) if ent_coef.startswith("auto_") else None
+            _check(
+                "ent_coef",
+                ent_coef,
+                "'auto', 'auto_<init > 0>' or a float > 0",
+                lambda v: init is not None and init > 0,
+            )
+            return float(init), False
+        _check("ent_coef", ent_coef, "'auto', 'auto_<init > 0>' or a float > 0", lambda v: _is_number(v) and v > 0)
+        return float(ent_coef), True
+
+    def _arch(self, key: str, default: tuple[int, ...]) -> list[int]:
+        arch = self.net_arch
+        if arch is None:
+            arch = list(default)
+        elif isinstance(arch, dict):
+            unknown = set(arch) - {"pi", "qf"}
+            _check("net_arch", arch, "a list of sizes or a dict with keys 'pi' and 'qf'", lambda v: not unknown)
+            arch = list(arch.get(key, default))
+        _check(
+            "net_arch",
+            arch,
+            "non-empty lists of layer sizes >= 1",
+            lambda v: len(v) > 0 and all(isinstance(h, int) and h >= 1 for h in v),
+        )
+        return list(arch)
+
+    def actor_arch(self) -> list[int]:
+        return self._arch("pi", DEFAULT_ACTOR_ARCH)
+
+    def critic_arch(self) -> list[int]:
+        return self._arch("qf", DEFAULT_CRITIC_ARCH)
+
+    def activation(self) -> type[nn.Module]:
+        return _lookup("activation_fn", self.activation_fn, ACTIVATIONS)
+
+    def optimizer(self) -> type[torch.optim.Optimizer]:
+        return _lookup("optimizer_class", self.optimizer_class, OPTIMIZERS)
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"CrossQConfig.device: expected 'auto', 'cpu', 'cuda', ..., got {self.device!r}.") from err
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data view (classes and schedules by name) for checkpoints and logs."""
+        out = asdict(self)
+        for name in ("activation_fn", "optimizer_class"):
+            if isinstance(out[name], type):
+                out[name] = out[name].__name__.lower()
+        if callable(out["learning_rate"]):
+            out["learning_rate"] = self.learning_rate_at(1.0)
+        return out
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _check(name: str, value, allowed: str, predicate) -> None:
+    try:
+        ok = bool(predicate(value))
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"CrossQConfig.{name} must be {allowed}, got {value!r}.")
+
+
+def _lookup(name: str, value, table: dict[str, type]) -> type:
+    if isinstance(value, type):
+        return value
+    if isinstance(value, str) and value.lower() in table:
+        return table[value.lower()]
+    raise ValueError(f"CrossQConfig.{name} must be a class or one of {sorted(table)}, got {value!r}.")

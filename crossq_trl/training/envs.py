@@ -1,0 +1,79 @@
+"""Building TorchRL environments for CrossQ from an id, a gymnasium env or a TorchRL env."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import torch
+from torchrl.envs import (
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    GymWrapper,
+    ParallelEnv,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+)
+
+from crossq_trl.modules.specs import check_action_spec
+
+EnvLike = str | gym.Env | EnvBase | Callable[[], gym.Env]
+
+
+def _gym_env(env: str | gym.Env | Callable[[], gym.Env]) -> gym.Env:
+    if isinstance(env, str):
+        try:
+            env = gym.make(env)
+        except gym.error.Error as err:
+            raise ValueError(f"Cannot make gymnasium env {env!r}: {err}") from err
+    elif not isinstance(env, gym.Env):
+        env = env()
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(
+            f"CrossQ needs a continuous Box action space, got {env.action_space}. "
+            "Discrete, MultiDiscrete, MultiBinary and Dict actions are not supported."
+        )
+    space = env.observation_space
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        # Discrete / MultiDiscrete / MultiBinary become one-hot vectors, images and Dicts flat vectors.
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+def _with_crossq_transforms(env: EnvBase) -> TransformedEnv:
+    """Float observations, episode return (``episode_reward``) and length (``step_count``)."""
+    return TransformedEnv(env, Compose(DoubleToFloat(), RewardSum(), StepCounter()))
+
+
+def make_env(
+    env: EnvLike,
+    *,
+    n_envs: int = 1,
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+) -> TransformedEnv:
+    """A TorchRL env ready for CrossQ.
+
+    ``env`` is a gymnasium id (``"Pendulum-v1"``), a gymnasium env, a zero-argument
+    factory of one, or a TorchRL ``EnvBase`` (used as is, plus the logging transforms).
+    With ``n_envs > 1`` the envs run in worker processes (``ParallelEnv``); that needs an
+    id or a factory. Observations must be vectors (other gymnasium spaces are flattened);
+    actions a bounded Box.
+    """
+    if isinstance(env, EnvBase):
+        if n_envs != 1:
+            raise ValueError("n_envs > 1 needs an env id or a factory, not a built TorchRL env.")
+        check_action_spec(env.action_spec)
+        torchrl_env = env
+    elif n_envs == 1:
+        torchrl_env = GymWrapper(_gym_env(env), device=device)
+    else:
+        if isinstance(env, gym.Env):
+            raise ValueError("n_envs > 1 needs an env id or a factory (each worker builds its own env).")
+        torchrl_env = ParallelEnv(n_envs, lambda: GymWrapper(_gym_env(env)), device=device)
+    torchrl_env = _with_crossq_transforms(torchrl_env)
+    if seed is not None:
+        torchrl_env.set_seed(seed)
+    return torchrl_env

@@ -1,0 +1,236 @@
+"""CrossQTrainer: TorchRL's Trainer wired for CrossQ (replay buffer, update schedule,
+policy delay, evaluation, logging and resumable checkpoints)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.data import ReplayBuffer
+from torchrl.envs import EnvBase
+from torchrl.record.loggers import Logger
+from torchrl.trainers import ReplayBufferTrainer, Trainer
+
+from crossq_trl.training.checkpoint import rng_state, save_checkpoint, set_rng_state
+from crossq_trl.training.env_state import restore_env, snapshot_env
+from crossq_trl.training.hooks import Callback, EpisodeStatistics, PeriodicEvaluation, Throughput, scalars
+from crossq_trl.training.update import CrossQUpdate
+
+
+class UpdateSchedule:
+    """When to update and how often: sb3's ``train_freq`` and ``gradient_steps``.
+
+    ``train_freq=(n, "step")``: the collector hands over ``n`` steps of every env, each
+    batch is due. ``(n, "episode")``: due once ``n`` episodes ended since the last
+    updates. ``gradient_steps=-1``: as many updates as env steps collected since then.
+    """
+
+    def __init__(self, train_freq: tuple[int, str], gradient_steps: int) -> None:
+        self.frequency, self.unit = train_freq
+        self.gradient_steps = gradient_steps
+        self.frames = self.episodes = 0
+
+    def updates_due(self, batch: TensorDictBase) -> int:
+        self.frames += batch.numel()
+        if self.unit == "episode":
+            self.episodes += int(batch.get(("next", "done")).sum())
+            if self.episodes < self.frequency:
+                return 0
+        due = self.frames if self.gradient_steps == -1 else self.gradient_steps
+        self.frames = self.episodes = 0
+        return due
+
+    def state_dict(self) -> dict[str, int]:
+        return {"frames": self.frames, "episodes": self.episodes}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.frames, self.episodes = state["frames"], state["episodes"]
+
+
+class CrossQTrainer(Trainer):
+    """A :class:`torchrl.trainers.Trainer` for CrossQ.
+
+    Each collected batch goes into the replay buffer; once the collector is past its
+    ``init_random_frames`` (``learning_starts``, uniform random actions), the
+    :class:`UpdateSchedule` decides how many updates run, each on a fresh replay sample
+    through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
+    actor and temperature every ``policy_delay``-th). The collector's policy must be
+    the actor in eval mode.
+
+    Logging goes through a TorchRL ``Logger`` every ``log_interval`` finished episodes
+    (episode return/length, losses, alpha, entropy, env steps/s, updates/s); metrics
+    stay on the device between reports. With ``checkpoint_path`` the complete training
+    state (plus ``extra_state()``) is written atomically every ``checkpoint_interval``
+    frames and at the end;
+    :meth:`load_training_state` resumes it exactly (same env episode, same RNG streams).
+    """
+
+    def __init__(
+        self,
+        *,
+        collector: Collector,
+        total_frames: int,
+        update: CrossQUpdate,
+        replay_buffer: ReplayBuffer,
+        train_freq: tuple[int, str] = (1, "step"),
+        gradient_steps: int = 1,
+        learning_rate: Callable[[float], float] | None = None,
+        logger: Logger | None = None,
+        log_interval: int = 4,
+        verbose: int = 0,
+        progress_bar: bool = False,
+        eval_env: EnvBase | None = None,
+        eval_freq: int = 0,
+        n_eval_episodes: int = 10,
+        stats_window_size: int = 100,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_interval: int = 50_000,
+        save_replay_buffer: bool = True,
+        callback: Callback | None = None,
+        extra_state: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(
+            collector=collector,
+            total_frames=total_frames,
+            frame_skip=1,
+            optim_steps_per_batch=gradient_steps,
+            loss_module=update.loss,
+            optimization_stepper=update,
+            replay_buffer=replay_buffer,
+            logger=logger,
+            progress_bar=progress_bar,
+            log_interval=0,  # reports are throttled by their own hooks
+            save_trainer_interval=checkpoint_interval,
+            save_trainer_file=checkpoint_path,
+            auto_log_optim_steps=False,
+        )
+        self.update = update
+        self.schedule = UpdateSchedule(train_freq, gradient_steps)
+        self.learning_rate = learning_rate
+        self.verbose = verbose
+        self.log_interval = log_interval
+        self.save_replay_buffer = save_replay_buffer
+        self.extra_state = extra_state
+        self.last_metrics: TensorDictBase | None = None
+        self._callback = callback
+        self._pending_state: dict[str, Any] | None = None
+        self._throughput = Throughput()
+        self._next_report = log_interval
+
+        buffer_hook = ReplayBufferTrainer(replay_buffer, flatten_tensordicts=True, device=update.device)
+        self.register_op("batch_process", buffer_hook.extend)
+        self.register_op("process_optim_batch", buffer_hook.sample)
+        self.register_module("replay_buffer", buffer_hook)
+        self.episodes = EpisodeStatistics(stats_window_size)
+        self.episodes.register(self)
+        self.evaluation = None
+        if eval_env is not None and eval_freq > 0:
+            self.evaluation = PeriodicEvaluation(eval_env, collector.policy, eval_freq, n_eval_episodes)
+            self.evaluation.register(self)
+        self.register_op("post_steps_log", self._report)
+        self.register_op("post_steps", self._run_callback)
+        self.register_op("setup", self._restore_pending_state)
+
+    # --- the update loop -------------------------------------------------------------
+
+    def optim_steps(self, batch: TensorDictBase) -> None:
+        """Run the updates due for this batch (replaces Trainer's fixed-count loop)."""
+        num_updates = self.schedule.updates_due(batch)
+        if num_updates == 0:
+            return
+        if self.learning_rate is not None:
+            progress_remaining = max(0.0, 1.0 - self.collected_frames / self.total_frames)
+            self.update.optimizers.set_learning_rate(self.learning_rate(progress_remaining))
+        self._pre_optim_hook()
+        for _ in range(num_updates):
+            self._optim_count += 1
+            sub_batch = self._process_optim_batch_hook(batch)
+            metrics = self.optimization_stepper.step(self, sub_batch)
+            self.last_metrics = metrics if self.last_metrics is None else self.last_metrics.update(metrics)
+            self._post_optim_hook()
+            self._post_optim_log(sub_batch)
+
+    # --- reporting -------------------------------------------------------------------
+
+    def report(self) -> dict[str, float]:
+        """Current training statistics as Python numbers (syncs with the device)."""
+        return {
+            "time/total_timesteps": float(self.collected_frames),
+            "time/episodes": float(self.episodes.num_episodes),
+            "train/n_updates": float(self.update.num_updates),
+            **self.episodes.summary(),
+            **scalars(self.last_metrics),
+            **(self.evaluation.last_result if self.evaluation is not None else {}),
+            **self._throughput(self.collected_frames, self.update.num_updates),
+        }
+
+    def _report(self, batch: TensorDictBase | None = None) -> dict[str, float] | None:
+        if self.log_interval <= 0 or self.episodes.num_episodes < self._next_report:
+            return None
+        while self._next_report <= self.episodes.num_episodes:
+            self._next_report += self.log_interval
+        values = self.report()
+        if self.verbose >= 1:
+            print(" | ".join(f"{key} {value:.4g}" for key, value in values.items()), flush=True)
+        return values
+
+    def _run_callback(self) -> None:
+        if self._callback is not None and self._callback(self) is False:
+            self.request_stop("callback returned False")
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly where it is."""
+        modules = {
+            name: module.state_dict()
+            for name, module in self._modules.items()
+            if name != "replay_buffer" or self.save_replay_buffer
+        }
+        return {
+            **(self.extra_state() if self.extra_state is not None else {}),
+            "kind": "training",
+            "loss_module": self.loss_module.state_dict(),
+            "modules": modules,
+            "schedule": self.schedule.state_dict(),
+            "counters": {
+                "collected_frames": self.collected_frames,
+                "optim_count": self._optim_count,
+                "last_save": self._last_save,
+                "next_report": self._next_report,
+            },
+            "env": snapshot_env(self.collector),
+            "rng": rng_state(),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`training_state`; the env and RNG streams are restored when training starts."""
+        self.loss_module.load_state_dict(state["loss_module"])
+        for name, module_state in state["modules"].items():
+            if name in self._modules:
+                self._modules[name].load_state_dict(module_state)
+        self.schedule.load_state_dict(state["schedule"])
+        counters = state["counters"]
+        self.collected_frames = counters["collected_frames"]
+        self._optim_count = counters["optim_count"]
+        self._last_save = counters["last_save"]
+        self._next_report = counters["next_report"]
+        self._pending_state = {"env": state["env"], "rng": state["rng"]}
+
+    def continue_episodes(self, env_snapshot: dict[str, Any] | None) -> None:
+        """Start from a :func:`~crossq_trl.training.env_state.snapshot_env` of an earlier run."""
+        self._pending_state = {"env": env_snapshot}
+
+    def _restore_pending_state(self) -> None:
+        if self._pending_state is None:
+            return
+        restore_env(self.collector, self._pending_state["env"])
+        if self._pending_state.get("rng") is not None:
+            set_rng_state(self._pending_state["rng"])
+        self._pending_state = None
+
+    def _save_trainer(self) -> None:
+        save_checkpoint(self.save_trainer_file, self.training_state())
