@@ -24,7 +24,7 @@ from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, sav
 from crossq_trl.training.config import CrossQConfig
 from crossq_trl.training.env_state import snapshot_env
 from crossq_trl.training.envs import EnvLike, make_env
-from crossq_trl.training.replay_buffer import make_replay_buffer
+from crossq_trl.training.replay_buffer import load_replay_buffer_state, make_replay_buffer, replay_buffer_state
 from crossq_trl.training.trainer import CrossQTrainer
 from crossq_trl.training.update import CrossQUpdate, make_crossq_optimizers
 
@@ -51,8 +51,9 @@ class CrossQ:
     hyperparameter of :class:`~crossq_trl.CrossQConfig` is a keyword; the network options
     can also come through ``policy_kwargs`` as in sb3. Extra keywords: ``n_envs``
     (parallel envs), ``compile`` (compiled update, default on), ``eval_env``,
-    ``eval_freq``, ``n_eval_episodes`` and ``logger`` (``"csv"``, ``"tensorboard"``,
-    ``"wandb"`` or a TorchRL ``Logger``; ``tensorboard_log`` selects TensorBoard).
+    ``eval_freq``, ``n_eval_episodes``, ``logger`` (``"csv"``, ``"tensorboard"``,
+    ``"wandb"`` or a TorchRL ``Logger``; ``tensorboard_log=DIR`` selects TensorBoard) and
+    ``log_dir``.
 
     Example:
         >>> model = CrossQ("MlpPolicy", "Pendulum-v1", policy_delay=2, verbose=1)
@@ -92,6 +93,7 @@ class CrossQ:
         *,
         eval_env: EnvLike | None = None,
         logger: str | Logger | None = None,
+        log_dir: str | None = None,
         **config_kwargs: Any,
     ) -> None:
         if policy not in ("MlpPolicy", "CrossQPolicy"):
@@ -142,7 +144,7 @@ class CrossQ:
         self.device = self.config.torch_device()
         self.env_source = env if isinstance(env, (str, type(None))) else None
         self._logger_spec = "tensorboard" if tensorboard_log else logger
-        self._log_dir = tensorboard_log
+        self._log_dir = tensorboard_log or log_dir or "runs"
         self._eval_env_source = eval_env
         self.num_timesteps = 0
         self.collector: Collector | None = None
@@ -200,9 +202,8 @@ class CrossQ:
         spec = self._logger_spec
         if spec is None or isinstance(spec, Logger):
             return spec
-        log_dir = self._log_dir or "runs"
         try:
-            return get_logger(spec, logger_name=log_dir, experiment_name="CrossQ")
+            return get_logger(spec, logger_name=self._log_dir, experiment_name="CrossQ")
         except ImportError as err:
             raise ImportError(f"logger={spec!r} needs its package installed: {err}") from err
 
@@ -458,10 +459,13 @@ class CrossQ:
         return model
 
     def save_replay_buffer(self, path: str | os.PathLike) -> Path:
-        return save_checkpoint(path, {"kind": "replay_buffer", "replay_buffer": self.replay_buffer.state_dict()})
+        return save_checkpoint(
+            path, {"kind": "replay_buffer", "replay_buffer": replay_buffer_state(self.replay_buffer)}
+        )
 
     def load_replay_buffer(self, path: str | os.PathLike, truncate_last_traj: bool = True) -> None:
         data = load_checkpoint(path)
         if data.get("kind") != "replay_buffer":
             raise CheckpointError(f"{str(path)!r} holds no replay buffer (kind={data.get('kind')!r}).")
-        self.replay_buffer.load_state_dict(data["replay_buffer"])
+        self.replay_buffer.empty()
+        load_replay_buffer_state(self.replay_buffer, data["replay_buffer"])

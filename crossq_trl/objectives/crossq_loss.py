@@ -124,11 +124,9 @@ class CrossQLoss(LossModule):
 
         device = next(self.actor_network.parameters()).device
         self.register_buffer("alpha_init", torch.tensor(float(alpha_init), device=device))
-        self.min_log_alpha = self.max_log_alpha = None
-        if min_alpha is not None:
-            self.register_buffer("min_log_alpha", torch.tensor(float(min_alpha), device=device).log())
-        if max_alpha is not None:
-            self.register_buffer("max_log_alpha", torch.tensor(float(max_alpha), device=device).log())
+        # Registered even when None (a plain attribute first would make register_buffer raise KeyError).
+        for name, bound in (("min_log_alpha", min_alpha), ("max_log_alpha", max_alpha)):
+            self.register_buffer(name, None if bound is None else torch.tensor(float(bound), device=device).log())
         self.fixed_alpha = fixed_alpha
         log_alpha = torch.tensor(math.log(alpha_init), device=device)
         if fixed_alpha:

@@ -27,3 +27,25 @@ def make_replay_buffer(
     else:
         raise ValueError(f"storage must be 'memory' or 'memmap', got {storage!r}.")
     return TensorDictReplayBuffer(storage=backend, sampler=RandomSampler(), batch_size=batch_size)
+
+
+def replay_buffer_state(replay_buffer: TensorDictReplayBuffer) -> dict:
+    """The stored transitions (only the filled part, not the whole capacity) and the write cursor."""
+    return {
+        "transitions": replay_buffer[:].clone() if len(replay_buffer) else None,
+        "writer": replay_buffer._writer.state_dict(),
+    }
+
+
+def load_replay_buffer_state(replay_buffer: TensorDictReplayBuffer, state: dict) -> None:
+    """Refill an empty buffer from :func:`replay_buffer_state`, slot for slot."""
+    if len(replay_buffer):
+        raise ValueError("load_replay_buffer_state needs an empty replay buffer.")
+    if state["transitions"] is not None:
+        if state["transitions"].shape[0] > replay_buffer._storage.max_size:
+            raise ValueError(
+                f"The saved buffer holds {state['transitions'].shape[0]} transitions, more than this buffer's "
+                f"capacity {replay_buffer._storage.max_size}; build the model with a larger buffer_size."
+            )
+        replay_buffer.extend(state["transitions"])
+    replay_buffer._writer.load_state_dict(state["writer"])

@@ -17,6 +17,7 @@ from torchrl.trainers import ReplayBufferTrainer, Trainer
 from crossq_trl.training.checkpoint import rng_state, save_checkpoint, set_rng_state
 from crossq_trl.training.env_state import restore_env, snapshot_env
 from crossq_trl.training.hooks import Callback, EpisodeStatistics, PeriodicEvaluation, Throughput, scalars
+from crossq_trl.training.replay_buffer import load_replay_buffer_state, replay_buffer_state
 from crossq_trl.training.update import CrossQUpdate
 
 
@@ -123,7 +124,6 @@ class CrossQTrainer(Trainer):
         buffer_hook = ReplayBufferTrainer(replay_buffer, flatten_tensordicts=True, device=update.device)
         self.register_op("batch_process", buffer_hook.extend)
         self.register_op("process_optim_batch", buffer_hook.sample)
-        self.register_module("replay_buffer", buffer_hook)
         self.episodes = EpisodeStatistics(stats_window_size)
         self.episodes.register(self)
         self.evaluation = None
@@ -185,16 +185,13 @@ class CrossQTrainer(Trainer):
 
     def training_state(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly where it is."""
-        modules = {
-            name: module.state_dict()
-            for name, module in self._modules.items()
-            if name != "replay_buffer" or self.save_replay_buffer
-        }
+        modules = {name: module.state_dict() for name, module in self._modules.items()}
         return {
             **(self.extra_state() if self.extra_state is not None else {}),
             "kind": "training",
             "loss_module": self.loss_module.state_dict(),
             "modules": modules,
+            "replay_buffer": replay_buffer_state(self.replay_buffer) if self.save_replay_buffer else None,
             "schedule": self.schedule.state_dict(),
             "counters": {
                 "collected_frames": self.collected_frames,
@@ -212,6 +209,8 @@ class CrossQTrainer(Trainer):
         for name, module_state in state["modules"].items():
             if name in self._modules:
                 self._modules[name].load_state_dict(module_state)
+        if state["replay_buffer"] is not None:
+            load_replay_buffer_state(self.replay_buffer, state["replay_buffer"])
         self.schedule.load_state_dict(state["schedule"])
         counters = state["counters"]
         self.collected_frames = counters["collected_frames"]
