@@ -12,7 +12,7 @@ from torchrl.collectors import Collector
 from torchrl.data import ReplayBuffer
 from torchrl.envs import EnvBase
 from torchrl.record.loggers import Logger
-from torchrl.trainers import ReplayBufferTrainer, Trainer
+from torchrl.trainers import Trainer
 
 from crossq_trl.training.checkpoint import rng_state, save_checkpoint, set_rng_state
 from crossq_trl.training.env_state import restore_env, snapshot_env
@@ -58,8 +58,8 @@ class CrossQTrainer(Trainer):
     ``init_random_frames`` (``learning_starts``, uniform random actions), the
     :class:`UpdateSchedule` decides how many updates run, each on a fresh replay sample
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
-    actor and temperature every ``policy_delay``-th). The collector's policy must be
-    the actor in eval mode.
+    actor and temperature every ``policy_delay``-th). The collector's policy is the
+    actor, kept in eval mode (acting on BRN running statistics).
 
     Logging goes through a TorchRL ``Logger`` every ``log_interval`` finished episodes
     (episode return/length, losses, alpha, entropy, env steps/s, updates/s); metrics
@@ -109,6 +109,7 @@ class CrossQTrainer(Trainer):
             auto_log_optim_steps=False,
         )
         self.update = update
+        update.loss.actor_network.eval()  # acting uses the BRN running statistics; the loss sets its own modes
         self.schedule = UpdateSchedule(train_freq, gradient_steps)
         self.learning_rate = learning_rate
         self.verbose = verbose
@@ -121,9 +122,8 @@ class CrossQTrainer(Trainer):
         self._throughput = Throughput()
         self._next_report = log_interval
 
-        buffer_hook = ReplayBufferTrainer(replay_buffer, flatten_tensordicts=True, device=update.device)
-        self.register_op("batch_process", buffer_hook.extend)
-        self.register_op("process_optim_batch", buffer_hook.sample)
+        self.register_op("batch_process", self._store)
+        self.register_op("process_optim_batch", self._sample)
         self.episodes = EpisodeStatistics(stats_window_size)
         self.episodes.register(self)
         self.evaluation = None
@@ -135,6 +135,14 @@ class CrossQTrainer(Trainer):
         self.register_op("setup", self._restore_pending_state)
 
     # --- the update loop -------------------------------------------------------------
+
+    def _store(self, batch: TensorDictBase) -> TensorDictBase:
+        """Add the collected transitions to the replay buffer, keeping only what the loss reads."""
+        self.replay_buffer.extend(batch.reshape(-1).select(*self.loss_module.in_keys).cpu())
+        return batch
+
+    def _sample(self, batch: TensorDictBase) -> TensorDictBase:
+        return self.replay_buffer.sample().to(self.update.device)
 
     def optim_steps(self, batch: TensorDictBase) -> None:
         """Run the updates due for this batch (replaces Trainer's fixed-count loop)."""
