@@ -147,6 +147,4 @@ def ref():
     """Hand-written reference computations (see the functions above)."""
     import types
 
-    return types.SimpleNamespace(
-        brn=hand_brn, actor=hand_actor, critic=hand_critic, randomize_brn=randomize_brn
-    )
+    return types.SimpleNamespace(brn=hand_brn, actor=hand_actor, critic=hand_critic, randomize_brn=randomize_brn)

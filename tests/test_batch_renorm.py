@@ -115,7 +115,7 @@ def test_running_stats_update_is_momentum_lerp_with_biased_variance():
 
 
 def test_eval_uses_running_stats_and_changes_no_buffer():
-    """Eval output is weight*(x-mu_r)/sqrt(var_r+eps)+bias; no buffer moves; unbatched and [envs, time, F] inputs work."""
+    """Eval output is weight*(x-mu_r)/sqrt(var_r+eps)+bias; no buffer moves; [F] and [envs, time, F] inputs work."""
     layer = BatchRenorm1d(4, eps=EPS, warmup_steps=3)
     mean, var = torch.randn(4), torch.rand(4) + 0.5
     weight, bias = torch.randn(4), torch.randn(4)
@@ -304,14 +304,13 @@ def test_compiled_fullgraph_matches_eager():
 )
 def test_constructor_rejects_bad_hyperparameters(kwargs):
     """Out-of-range hyperparameters raise ValueError naming the argument."""
-    kwargs = {"num_features": 3, **kwargs}
-    name = next(k for k in kwargs if k != "num_features") if len(kwargs) > 1 else "num_features"
+    (name,) = kwargs
     with pytest.raises(ValueError, match=name):
-        BatchRenorm1d(**kwargs)
+        BatchRenorm1d(**{"num_features": 3, **kwargs})
 
 
 def test_wrong_input_shape_raises_clear_error():
-    """A wrong feature size, a wrong ensemble size and an unbatched train input raise ValueError saying what is expected."""
+    """Wrong feature size, wrong ensemble size and an unbatched train input raise ValueError saying what is expected."""
     with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
         BatchRenorm1d(3)(torch.randn(4, 5))
     with pytest.raises(ValueError, match=r"\[E, \.\.\., 3\]"):

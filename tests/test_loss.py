@@ -108,18 +108,27 @@ TERMINATED = torch.tensor([[False], [True], [False], [False], [True], [False]])
 
 @pytest.mark.parametrize(
     ("loss_kwargs", "alpha"),
-    [({"alpha_init": 0.7}, 0.7), ({"alpha_init": 10.0, "max_alpha": 2.0}, 2.0), ({"alpha_init": 0.01, "min_alpha": 0.1}, 0.1)],
+    [
+        ({"alpha_init": 0.7}, 0.7),
+        ({"alpha_init": 10.0, "max_alpha": 2.0}, 2.0),
+        ({"alpha_init": 0.01, "min_alpha": 0.1}, 0.1),
+    ],
 )
 def test_losses_equal_hand_computation_without_brn(observation_spec, action_spec, make_batch, ref, loss_kwargs, alpha):
     """loss(td): critic, actor and alpha losses, alpha, entropy and td_error equal the SAC/CrossQ formulas by hand
-    (reproducing the TanhNormal noise), with alpha clamped to [min_alpha, max_alpha]."""
+    (reproducing the TanhNormal noise), with alpha clamped to [min_alpha, max_alpha].
+
+    The clamp bounds the alpha used in the losses; the temperature loss reads the raw log_alpha parameter
+    (torchrl instead clamps log_alpha.data in place)."""
     loss, actor, critic = build(observation_spec, action_spec, batch_norm=False, **loss_kwargs)
     td = make_batch(6, terminated=TERMINATED)
     low, high = action_spec.space.low, action_spec.space.high
     eps_next, eps_cur = draw(11, 6)
     q_expected = expected_qvalue_loss(ref, actor, critic, td, eps_next, alpha=alpha, low=low, high=high)
     log_alpha = math.log(loss_kwargs["alpha_init"])
-    a_expected = expected_actor_loss(ref, actor, critic, td, eps_cur, alpha=alpha, log_alpha=log_alpha, low=low, high=high)
+    a_expected = expected_actor_loss(
+        ref, actor, critic, td, eps_cur, alpha=alpha, log_alpha=log_alpha, low=low, high=high
+    )
 
     torch.manual_seed(11)
     out = loss(td)
@@ -129,7 +138,6 @@ def test_losses_equal_hand_computation_without_brn(observation_spec, action_spec
     torch.testing.assert_close(out["alpha"], torch.tensor(alpha))
     torch.testing.assert_close(out["entropy"], -a_expected["log_prob"].mean())
     torch.testing.assert_close(td["td_error"], q_expected["td_error"])
-    assert (q_expected["y"][TERMINATED.squeeze(-1)] == td["next", "reward"][TERMINATED]).all()
 
     # the three methods called one by one give the same numbers
     torch.manual_seed(11)
@@ -183,7 +191,6 @@ def test_qvalue_loss_uses_joint_batch_statistics(observation_spec, action_spec, 
         assert torch.equal(buf, actor_buffers[name]), name
 
 
-
 def test_actor_loss_uses_train_actor_and_eval_critic(observation_spec, action_spec, make_batch, ref):
     """With BRN, the actor loss runs the actor in train mode (batch stats, its stats move) and the critic in eval mode
     (running stats, untouched), whatever modes the modules were in, and equals the hand computation."""
@@ -196,9 +203,7 @@ def test_actor_loss_uses_train_actor_and_eval_critic(observation_spec, action_sp
     td = make_batch(6)
     low, high = action_spec.space.low, action_spec.space.high
     eps, _ = draw(4, 6)
-    expected = expected_actor_loss(
-        ref, actor, critic, td, eps, alpha=0.5, log_alpha=math.log(0.5), low=low, high=high
-    )
+    expected = expected_actor_loss(ref, actor, critic, td, eps, alpha=0.5, log_alpha=math.log(0.5), low=low, high=high)
     first = brn_layers(actor)[0]
     old_mean, old_var = first.running_mean.clone(), first.running_var.clone()
     critic_buffers = buffers(critic)
@@ -234,7 +239,7 @@ def test_each_loss_moves_only_its_own_parameters(observation_spec, action_spec, 
     assert loss.log_alpha.grad is None
     critic_grads = grads(critic)
     assert all(g is not None for g in critic_grads.values())
-    assert all(g.any() for name, g in critic_grads.items() if "weight" in name and "body.0" not in name)
+    assert all(g.any() for name, g in critic_grads.items() if "weight" in name)
 
     loss.zero_grad(set_to_none=True)
     critic_buffers, actor_buffers = buffers(critic), buffers(actor)
@@ -456,9 +461,9 @@ def test_keyword_call_and_select_out_keys(loss_cls):
     outputs[0].backward()
     loss.select_out_keys("loss_actor", "loss_qvalue")
     loss_actor, loss_qvalue = loss(**keyword_inputs(data))
-    reference = loss(data.clone())
+    selected = loss(data.clone())
     assert loss_actor.shape == loss_qvalue.shape == ()
-    assert set(reference.keys()) == {"loss_actor", "loss_qvalue"}
+    assert set(selected.keys()) == {"loss_actor", "loss_qvalue"}
 
 
 @LOSS_CLASSES
@@ -477,7 +482,7 @@ def test_make_value_estimator_gamma_and_priority_key(loss_cls):
                 p.fill_(c if name.endswith("bias") else 0.0)
     loss(data)
     reward = data["next", "reward"].squeeze(-1)
-    assert "td_error" not in data.keys()
+    assert "td_error" not in data
     torch.testing.assert_close(data["my_priority"], (c - reward - 0.9 * c).abs(), rtol=0, atol=1e-4)
 
 
@@ -506,16 +511,7 @@ def test_methods_have_torchrl_signatures_and_metadata():
 
 # Public attributes of torchrl's CrossQLoss (0.14.1) that crossq_trl.CrossQLoss does not have. Reported, not hidden:
 # the test fails if anything else goes missing, and keeps passing if some of these are added.
-KNOWN_MISSING_ATTRIBUTES = {
-    "actor_network_params",  # TensorDictParams of the functional actor (torchrl scripts build optimizers from it)
-    "qvalue_network_params",  # TensorDictParams of the stacked critics
-    "SUPPORTED_VALUE_ESTIMATORS",  # ours supports TD0 only
-    "deactivate_vmap",  # ours never vmaps
-    "device",
-    "get_action_spec",
-    "maybe_init_target_entropy",
-    "target_entropy_buffer",
-}
+KNOWN_MISSING_ATTRIBUTES: set[str] = set()
 
 
 def test_torchrl_public_attributes_present():
@@ -535,7 +531,12 @@ def test_torchrl_public_attributes_present():
 
 def test_compiled_losses_match_eager(observation_spec, action_spec, make_batch):
     """torch.compile(fullgraph=True) of qvalue_loss and of actor_loss + alpha_loss gives the eager losses, gradients
-    and BRN buffers (same seeds), over steps crossing the BRN warm-up."""
+    and BRN buffers (same seeds), over steps crossing the BRN warm-up.
+
+    Backend "aot_eager_decomp_partition": Dynamo full-graph capture, AOT autograd and Inductor's min-cut partitioner
+    (where recomputing reads of the updated BRN buffers went wrong) with eager kernels, so the check stays fast and
+    samples with eager's RNG. Inductor code generation is covered by the BatchRenorm1d compile test.
+    """
     eager, _, _ = build(observation_spec, action_spec, warmup_steps=1, momentum=0.1, alpha_init=0.5)
     compiled_module = copy.deepcopy(eager)
 
@@ -546,27 +547,26 @@ def test_compiled_losses_match_eager(observation_spec, action_spec, make_batch):
         loss_actor, metadata = loss.actor_loss(td)
         return loss_actor, loss.alpha_loss(metadata["log_prob"])
 
-    compiled_critic_step = torch.compile(critic_step, fullgraph=True)
-    compiled_actor_step = torch.compile(actor_step, fullgraph=True)
-    # Inductor's own RNG differs from eager's; fall back to eager's to compare sampled actions.
-    with torch._inductor.config.patch(fallback_random=True):
-        for step in range(3):
-            td = make_batch(8)
-            for eager_fn, compiled_fn in ((critic_step, compiled_critic_step), (actor_step, compiled_actor_step)):
-                results = []
-                for module, fn in ((eager, eager_fn), (compiled_module, compiled_fn)):
-                    module.zero_grad(set_to_none=True)
-                    torch.manual_seed(100 + step)
-                    first, second = fn(module, td.clone())
-                    total = first + second if torch.is_tensor(second) else first
-                    total.backward()
-                    extra = second if torch.is_tensor(second) else second["td_error"]
-                    grads = [p.grad for p in module.parameters()]
-                    results.append([first.detach(), extra.detach(), *grads])
-                for got, want in zip(results[1], results[0], strict=True):
-                    if want is None:
-                        assert got is None
-                    else:
-                        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-            for (name, want), got in zip(eager.named_buffers(), compiled_module.buffers(), strict=True):
-                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    backend = "aot_eager_decomp_partition"
+    compiled_critic_step = torch.compile(critic_step, fullgraph=True, backend=backend)
+    compiled_actor_step = torch.compile(actor_step, fullgraph=True, backend=backend)
+    for step in range(3):
+        td = make_batch(8)
+        for eager_fn, compiled_fn in ((critic_step, compiled_critic_step), (actor_step, compiled_actor_step)):
+            results = []
+            for module, fn in ((eager, eager_fn), (compiled_module, compiled_fn)):
+                module.zero_grad(set_to_none=True)
+                torch.manual_seed(100 + step)
+                first, second = fn(module, td.clone())
+                total = first + second if torch.is_tensor(second) else first
+                total.backward()
+                extra = second if torch.is_tensor(second) else second["td_error"]
+                grads = [p.grad for p in module.parameters()]
+                results.append([first.detach(), extra.detach(), *grads])
+            for got, want in zip(results[1], results[0], strict=True):
+                if want is None:
+                    assert got is None
+                else:
+                    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        for (name, want), got in zip(eager.named_buffers(), compiled_module.buffers(), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)

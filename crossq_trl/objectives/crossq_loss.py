@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
 from tensordict.utils import NestedKey
 from torch import Tensor
@@ -134,6 +134,7 @@ class CrossQLoss(LossModule):
         else:
             self.log_alpha = torch.nn.Parameter(log_alpha)
         self._action_spec = action_spec
+        self.deactivate_vmap = deactivate_vmap
         self.register_buffer("target_entropy", self._resolve_target_entropy(target_entropy, device))
 
     @staticmethod
@@ -150,10 +151,14 @@ class CrossQLoss(LossModule):
             return qvalue_network
         return QValueEnsemble.from_module(qvalue_network, num_qvalue_nets)
 
+    def get_action_spec(self):
+        """The action spec given to the constructor, else the actor's."""
+        return self._action_spec if self._action_spec is not None else getattr(self.actor_network, "spec", None)
+
     def _resolve_target_entropy(self, target_entropy: str | float, device: torch.device) -> Tensor:
         if target_entropy != "auto":
             return torch.tensor(float(target_entropy), device=device)
-        action_spec = self._action_spec if self._action_spec is not None else getattr(self.actor_network, "spec", None)
+        action_spec = self.get_action_spec()
         if isinstance(action_spec, Composite):
             action_spec = action_spec.get(self.tensor_keys.action, None)
         if action_spec is None:
@@ -162,6 +167,32 @@ class CrossQLoss(LossModule):
                 "or pass target_entropy as a float."
             )
         return torch.tensor(-float(action_spec.shape[-1]), device=device)
+
+    # --- TorchRL CrossQLoss attributes (so code written against it runs unchanged) --------
+
+    SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD0,)
+
+    @property
+    def actor_network_params(self) -> TensorDictParams:
+        """The actor's parameters and buffers (the very tensors), e.g. to build an optimizer."""
+        return TensorDict.from_module(self.actor_network, as_module=True)
+
+    @property
+    def qvalue_network_params(self) -> TensorDictParams:
+        """The critics' parameters and buffers (the very tensors), e.g. to build an optimizer."""
+        return TensorDict.from_module(self.qvalue_network, as_module=True)
+
+    @property
+    def device(self) -> torch.device:
+        return self.log_alpha.device
+
+    @property
+    def target_entropy_buffer(self) -> Tensor:
+        return self.target_entropy
+
+    def maybe_init_target_entropy(self, fault_tolerant: bool = True) -> Tensor:
+        """The target entropy (resolved at construction here)."""
+        return self.target_entropy
 
     # --- keys and value estimator --------------------------------------------------
 
@@ -179,7 +210,7 @@ class CrossQLoss(LossModule):
         dispatch_value_estimator(
             self,
             value_type,
-            supported=(ValueEstimators.TD0,),
+            supported=self.SUPPORTED_VALUE_ESTIMATORS,
             tensor_keys={
                 "reward": self.tensor_keys.reward,
                 "done": self.tensor_keys.done,
