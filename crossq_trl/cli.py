@@ -27,11 +27,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hyperparameters (CrossQConfig; defaults of sb3-contrib's CrossQ)")
     for field in dataclasses.fields(CrossQConfig):
         flag = "--" + field.name.replace("_", "-")
+        help_text = f"CrossQConfig.{field.name}"  # argparse shows the default only for flags with a help text
         if field.type in ("bool", bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
         else:
             default = field.default if field.default is not dataclasses.MISSING else None
-            group.add_argument(flag, type=_value, default=default, metavar="VALUE")
+            group.add_argument(flag, type=_value, default=default, metavar="VALUE", help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train CrossQ on a gymnasium env", formatter_class=formatter)
     train.add_argument("env", nargs="?", default="Pendulum-v1", help="gymnasium env id")
-    train.add_argument("--total-timesteps", type=int, default=20_000)
+    train.add_argument("--total-timesteps", type=int, default=20_000, help="env steps to train for")
     train.add_argument("--log-dir", type=Path, default=Path("runs/crossq"), help="logs, checkpoint and model")
-    train.add_argument("--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"])
+    train.add_argument(
+        "--logger", default="csv", choices=["csv", "tensorboard", "wandb", "none"], help="metrics logger"
+    )
     train.add_argument("--log-interval", type=int, default=4, help="episodes between progress reports")
     train.add_argument("--checkpoint-interval", type=int, default=10_000, help="env steps between checkpoints")
     train.add_argument("--resume", type=Path, default=None, help="continue the run of this training checkpoint")
-    train.add_argument("--final-eval-episodes", type=int, default=10)
+    train.add_argument("--final-eval-episodes", type=int, default=10, help="deterministic episodes after training")
     train.add_argument("--progress-bar", action="store_true")
     _add_config_flags(train)
 

@@ -47,7 +47,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         raise FileNotFoundError(f"No checkpoint file at {str(path)!r}.")
     try:
         data = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+    except PermissionError:
+        raise
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        # a truncated zip archive makes torch's reader raise OSError(EINVAL)
         raise CheckpointError(
             f"{str(path)!r} is not a readable crossq_trl checkpoint (truncated or corrupt file?): {err}"
         ) from err

@@ -79,7 +79,12 @@ class CrossQConfig:
         for name in non_negative:
             _check(name, getattr(self, name), "an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
         _check("gamma", self.gamma, "a float in [0, 1]", lambda v: 0.0 <= v <= 1.0)
-        _check("gradient_steps", self.gradient_steps, "-1 or an integer >= 1", lambda v: v == -1 or v >= 1)
+        _check(
+            "gradient_steps",
+            self.gradient_steps,
+            "-1 or an integer >= 1",
+            lambda v: isinstance(v, int) and (v == -1 or v >= 1),
+        )
         _check("batch_norm_momentum", self.batch_norm_momentum, "a float in (0, 1]", lambda v: 0.0 < v <= 1.0)
         _check("batch_norm_eps", self.batch_norm_eps, "a float > 0", lambda v: v > 0.0)
         _check(

@@ -1,0 +1,258 @@
+"""The sb3-style CrossQ facade: learn, predict, save/load, parameters, set_env and its refusals."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from crossq_trl import CrossQ, make_env
+
+TINY = {"net_arch": [32, 32], "batch_size": 32, "compile": False}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread (and the 2 shared cores do not oversubscribe)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A Pendulum model after a short run with updates (BRN statistics and optimizers moved), and its saved file."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=50, policy_delay=2, seed=3, **TINY)
+    model.learn(150)
+    path = model.save(tmp_path_factory.mktemp("model") / "model.pt")
+    torch.set_num_threads(threads)
+    return model, path
+
+
+def observations(n: int, seed: int = 0) -> np.ndarray:
+    space = gym.make("Pendulum-v1").observation_space
+    space.seed(seed)
+    return np.stack([space.sample() for _ in range(n)])
+
+
+def test_learn_through_the_facade(trained):
+    model, _ = trained
+    assert model.num_timesteps == 150
+    assert model.trainer.collected_frames == 150
+    assert len(model.replay_buffer) == 150
+    assert model.update.num_updates == 150 - 50 + 1
+    assert model.update.num_actor_updates == model.update.num_updates // 2
+    assert model.get_env() is model.env
+    assert not model.actor.training
+    # the BRN running statistics of the actor moved away from their initial (0, 1)
+    stats = {k: v for k, v in model.actor.state_dict().items() if k.endswith("running_mean")}
+    assert stats and any(v.abs().max() > 1e-3 for v in stats.values())
+
+
+def test_learn_continues_with_reset_num_timesteps_false():
+    model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, seed=0, **TINY)
+    model.learn(30)
+    first = model.update.num_updates
+    model.learn(30, reset_num_timesteps=False)
+    assert model.num_timesteps == 60
+    assert model.update.num_updates == first + 30  # no new random warm-up once past learning_starts
+    model.learn(30)  # a fresh count restarts the warm-up
+    assert model.num_timesteps == 30 and model.update.num_updates == first + 30 + 11
+
+
+def test_callback_can_stop_training():
+    model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0, **TINY)
+    calls = []
+
+    def callback(m):
+        calls.append(m.num_timesteps)
+        return m.trainer.collected_frames < 25
+
+    model.learn(100, callback=callback)
+    assert model.num_timesteps == 25
+    assert len(calls) == 25
+
+
+def test_predict_shapes_and_types(trained):
+    model, _ = trained
+    batch = observations(5)
+    action, state = model.predict(batch, deterministic=True)
+    assert state is None
+    assert isinstance(action, np.ndarray) and action.shape == (5, 1) and action.dtype == np.float32
+    single, _ = model.predict(batch[0], deterministic=True)
+    assert isinstance(single, np.ndarray) and single.shape == (1,)
+    np.testing.assert_allclose(single, action[0], rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(action) <= 2.0)  # Pendulum's torque bounds
+    as_list, _ = model.predict(batch.tolist(), deterministic=True)
+    np.testing.assert_array_equal(as_list, action)
+
+
+def test_predict_deterministic_vs_stochastic(trained):
+    model, _ = trained
+    obs = observations(64)
+    first, _ = model.predict(obs, deterministic=True)
+    again, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(first, again)
+    sampled, _ = model.predict(obs, deterministic=False)
+    sampled_again, _ = model.predict(obs, deterministic=False)
+    assert not np.array_equal(sampled, sampled_again)
+    assert np.all(np.abs(sampled) <= 2.0)
+
+
+@pytest.mark.parametrize("shape", [(4,), (2,), (5, 4), (2, 5, 3), ()])
+def test_predict_rejects_wrong_shapes(trained, shape):
+    model, _ = trained
+    with pytest.raises(ValueError, match="predict expects an observation of shape"):
+        model.predict(np.zeros(shape, dtype=np.float32))
+
+
+def test_save_load_predict_identical(trained):
+    model, path = trained
+    loaded = CrossQ.load(path)
+    obs = observations(32, seed=1)
+    expected, _ = model.predict(obs, deterministic=True)
+    got, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(got, expected)
+    # everything is restored: networks, BRN statistics, temperature, optimizers, counters, config
+    for key, value in model.loss_module.state_dict().items():
+        assert torch.equal(loaded.loss_module.state_dict()[key], value), key
+    assert loaded.update.num_updates == model.update.num_updates
+    assert loaded.update.num_actor_updates == model.update.num_actor_updates
+    saved_optim = model.update.optimizers.critic.state_dict()["state"]
+    loaded_optim = loaded.update.optimizers.critic.state_dict()["state"]
+    assert set(saved_optim) == set(loaded_optim)
+    for index, state in saved_optim.items():
+        assert torch.equal(loaded_optim[index]["exp_avg"], state["exp_avg"])
+    assert loaded.num_timesteps == 150
+    assert loaded.config.to_dict() == {**model.config.to_dict(), "device": "auto"}
+    assert loaded.env is None and loaded.env_source == "Pendulum-v1"
+    assert not loaded.actor.training
+
+
+def test_load_then_keep_training(trained):
+    _, path = trained
+    loaded = CrossQ.load(path, env="Pendulum-v1", learning_starts=0)
+    assert loaded.config.learning_starts == 0  # load kwargs override the saved hyperparameters
+    before = loaded.update.num_updates
+    loaded.learn(10)
+    assert loaded.update.num_updates == before + 10  # no warm-up: updates from the first step
+    no_env = CrossQ.load(path)
+    with pytest.raises(ValueError, match="No env"):
+        no_env.learn(10)
+
+
+def test_get_set_parameters_round_trip(trained, tmp_path):
+    model, path = trained
+    fresh = CrossQ("MlpPolicy", "Pendulum-v1", seed=123, **TINY)
+    obs = observations(16, seed=2)
+    expected, _ = model.predict(obs, deterministic=True)
+    assert not np.array_equal(fresh.predict(obs, deterministic=True)[0], expected)
+
+    params = model.get_parameters()
+    assert set(params) == {"actor", "critic", "loss_module"}
+    fresh.set_parameters(params)
+    np.testing.assert_array_equal(fresh.predict(obs, deterministic=True)[0], expected)
+    for key, value in model.loss_module.state_dict().items():
+        assert torch.equal(fresh.loss_module.state_dict()[key], value), key
+
+    from_file = CrossQ("MlpPolicy", "Pendulum-v1", seed=7, **TINY)
+    from_file.set_parameters(path)
+    np.testing.assert_array_equal(from_file.predict(obs, deterministic=True)[0], expected)
+
+    only_actor = CrossQ("MlpPolicy", "Pendulum-v1", seed=8, **TINY)
+    only_actor.set_parameters({"actor": params["actor"]}, exact_match=False)
+    np.testing.assert_array_equal(only_actor.predict(obs, deterministic=True)[0], expected)
+    with pytest.raises(ValueError, match="exact_match"):
+        only_actor.set_parameters({"actor": params["actor"]})
+
+
+def test_set_env_checks_spaces():
+    model = CrossQ("MlpPolicy", "Pendulum-v1", **TINY)
+    with pytest.raises(ValueError, match="observation spec differs"):
+        model.set_env("InvertedPendulum-v5")  # 4-d observation vs 3
+    with pytest.raises(ValueError, match="observation spec differs"):
+        model.set_env("MountainCarContinuous-v0")
+    other_bounds = lambda: gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), -1.0, 1.0)  # noqa: E731
+    with pytest.raises(ValueError, match="action spec differs"):
+        model.set_env(other_bounds)
+    same_spaces = lambda: gym.make("Pendulum-v1", max_episode_steps=20)  # noqa: E731
+    model.set_env(same_spaces)
+    model.learn(40)
+    assert model.trainer.episodes.num_episodes == 2  # it trained on the new 20-step env
+
+
+def test_accepts_gymnasium_and_torchrl_envs():
+    from_gym = CrossQ("MlpPolicy", gym.make("Pendulum-v1"), **TINY)
+    from_torchrl = CrossQ("MlpPolicy", make_env("Pendulum-v1"), **TINY)
+    for model in (from_gym, from_torchrl):
+        assert model.predict(np.zeros(3, dtype=np.float32), deterministic=True)[0].shape == (1,)
+
+
+def test_seed_makes_runs_reproducible():
+    def run():
+        model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, seed=5, **TINY)
+        model.learn(40)
+        return model.loss_module.state_dict()
+
+    first, second = run(), run()
+    for key, value in first.items():
+        assert torch.equal(second[key], value), key
+
+
+def test_policy_kwargs_build_the_networks():
+    model = CrossQ(
+        "MlpPolicy",
+        "Pendulum-v1",
+        policy_kwargs={"net_arch": {"pi": [16], "qf": [24, 24]}, "activation_fn": torch.nn.Tanh, "n_critics": 3},
+        compile=False,
+    )
+    actor_linears = [m for m in model.actor.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in actor_linears] == [16, 1, 1]  # body, mean, log_std
+    assert any(isinstance(m, torch.nn.Tanh) for m in model.actor.modules())
+    batch = TensorDict(observation=torch.randn(5, 3), action=torch.zeros(5, 1), batch_size=[5])
+    assert model.critic(batch)["state_action_value"].shape == (5, 3)
+    assert model.config.critic_arch() == [24, 24]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"action_noise": object()}, NotImplementedError, "action_noise"),
+        ({"use_sde": True}, NotImplementedError, "use_sde"),
+        ({"use_sde_at_warmup": True}, NotImplementedError, "use_sde"),
+        ({"replay_buffer_class": object}, NotImplementedError, "replay_buffer_class"),
+        ({"optimize_memory_usage": True}, NotImplementedError, "optimize_memory_usage"),
+        ({"policy_kwargs": {"use_expln": True}}, ValueError, "use_expln"),
+        ({"replay_buffer_kwargs": {"handle_timeout_termination": True}}, ValueError, "handle_timeout_termination"),
+        ({"batch_size": 0}, ValueError, r"CrossQConfig\.batch_size"),
+    ],
+)
+def test_unsupported_options_raise(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        CrossQ("MlpPolicy", "Pendulum-v1", **{**TINY, **kwargs})
+
+
+def test_cnn_policy_is_refused():
+    with pytest.raises(ValueError, match="CnnPolicy"):
+        CrossQ("CnnPolicy", "Pendulum-v1", **TINY)
+
+
+def test_discrete_action_env_is_refused():
+    with pytest.raises(ValueError, match="continuous Box action space"):
+        CrossQ("MlpPolicy", "CartPole-v1", **TINY)
+
+
+def test_unknown_env_id_is_a_clear_error():
+    with pytest.raises(ValueError, match="Cannot make gymnasium env 'NoSuchEnv-v0'"):
+        CrossQ("MlpPolicy", "NoSuchEnv-v0", **TINY)
+
+
+def test_learn_rejects_non_positive_total_timesteps():
+    model = CrossQ("MlpPolicy", "Pendulum-v1", **TINY)
+    with pytest.raises(ValueError, match="total_timesteps"):
+        model.learn(0)

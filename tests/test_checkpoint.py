@@ -1,0 +1,243 @@
+"""Checkpoints: atomic writes, clear errors on bad files, replay-buffer files and exact resumption of a run."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from crossq_trl import CheckpointError, CrossQ
+from crossq_trl.training import checkpoint as checkpoint_module
+from crossq_trl.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+
+TINY = {"net_arch": [32, 32], "batch_size": 32, "compile": False}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread (and the 2 shared cores do not oversubscribe)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, buffer_size=50, seed=1, **TINY)
+    model.learn(80)  # more steps than the buffer holds: its write cursor has wrapped
+    path = model.save(tmp_path_factory.mktemp("saved") / "model.pt")
+    torch.set_num_threads(threads)
+    return model, path
+
+
+def assert_same_state(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(actual[key], value), key
+
+
+# --- file-level errors ------------------------------------------------------------------------------------------
+
+
+def test_round_trip_of_a_payload(tmp_path):
+    payload = {"kind": "test", "tensor": torch.arange(5), "nested": {"x": 1.5}}
+    path = save_checkpoint(tmp_path / "sub" / "file.pt", payload)
+    assert path == tmp_path / "sub" / "file.pt"
+    data = load_checkpoint(path)
+    assert data["format"] == "crossq_trl" and data["format_version"] == FORMAT_VERSION
+    assert torch.equal(data["tensor"], payload["tensor"]) and data["nested"] == {"x": 1.5}
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(FileNotFoundError, match="No checkpoint file"):
+        load_checkpoint(missing)
+    with pytest.raises(FileNotFoundError):
+        CrossQ.load(missing)
+    with pytest.raises(FileNotFoundError):
+        CrossQ.resume(missing)
+
+
+def test_truncated_file(saved_model, tmp_path):
+    _, path = saved_model
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable crossq_trl checkpoint"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        CrossQ.load(truncated)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01garbage bytes" * 100, pickle.dumps([1, 2, 3])[:5]])
+def test_garbage_file(tmp_path, content):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a readable crossq_trl checkpoint"):
+        load_checkpoint(garbage)
+
+
+@pytest.mark.parametrize("foreign", [{"a": 1}, [1, 2], {"format": "sb3", "format_version": 1}])
+def test_foreign_file(tmp_path, foreign):
+    path = tmp_path / "foreign.pt"
+    torch.save(foreign, path)
+    with pytest.raises(CheckpointError, match="foreign file"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="foreign file"):
+        CrossQ.load(path)
+
+
+def test_newer_format_version(tmp_path):
+    path = tmp_path / "future.pt"
+    torch.save({"format": "crossq_trl", "format_version": FORMAT_VERSION + 1, "kind": "model"}, path)
+    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}, newer"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="upgrade crossq_trl"):
+        CrossQ.load(path)
+
+
+def test_checkpoint_error_is_a_value_error():
+    assert issubclass(CheckpointError, ValueError)
+
+
+def test_wrong_kind_of_file(saved_model, tmp_path):
+    model, model_path = saved_model
+    buffer_path = model.save_replay_buffer(tmp_path / "buffer.pt")
+    with pytest.raises(CheckpointError, match="holds no CrossQ model"):
+        CrossQ.load(buffer_path)
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        CrossQ.resume(model_path)
+    with pytest.raises(CheckpointError, match="holds no replay buffer"):
+        model.load_replay_buffer(model_path)
+
+
+def test_atomic_write_keeps_the_previous_file(saved_model, tmp_path, monkeypatch):
+    model, _ = saved_model
+    path = model.save(tmp_path / "model.pt")
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def crash_mid_write(obj, file, *args, **kwargs):
+        file.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crash_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(tmp_path / "new.pt")
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temp file, no half-written new.pt
+    CrossQ.load(path)  # still a valid model
+
+
+# --- replay buffer files -----------------------------------------------------------------------------------------
+
+
+def test_replay_buffer_round_trip(saved_model, tmp_path):
+    model, _ = saved_model
+    buffer_path = model.save_replay_buffer(tmp_path / "buffer.pt")
+    other = CrossQ("MlpPolicy", "Pendulum-v1", buffer_size=50, seed=2, **TINY)
+    other.replay_buffer.extend(model.replay_buffer[:5].clone())  # stale content is replaced, not kept
+    other.load_replay_buffer(buffer_path)
+
+    assert len(other.replay_buffer) == len(model.replay_buffer) == 50
+    saved, loaded = model.replay_buffer[:], other.replay_buffer[:]
+    assert set(saved.keys(True, True)) == set(loaded.keys(True, True))
+    for key in saved.keys(True, True):
+        assert torch.equal(loaded[key], saved[key]), key
+    assert model.replay_buffer._writer.state_dict() == {"_cursor": 80 % 50, "_write_count": 80}
+    assert other.replay_buffer._writer.state_dict() == model.replay_buffer._writer.state_dict()
+    # the next write lands in the same slot of both buffers
+    extra = model.replay_buffer[:1].clone()
+    extra["observation"] += 100.0
+    model_copy = CrossQ("MlpPolicy", "Pendulum-v1", buffer_size=50, **TINY)
+    model_copy.load_replay_buffer(buffer_path)
+    for buffer in (other.replay_buffer, model_copy.replay_buffer):
+        buffer.extend(extra)
+        assert torch.equal(buffer[30]["observation"], extra[0]["observation"])
+    assert len(other.replay_buffer) == 50
+
+
+def test_replay_buffer_too_small(saved_model, tmp_path):
+    model, _ = saved_model
+    buffer_path = model.save_replay_buffer(tmp_path / "buffer.pt")
+    small = CrossQ("MlpPolicy", "Pendulum-v1", buffer_size=10, **TINY)
+    with pytest.raises(ValueError, match="larger buffer_size"):
+        small.load_replay_buffer(buffer_path)
+
+
+def test_empty_replay_buffer_round_trip(tmp_path):
+    model = CrossQ("MlpPolicy", "Pendulum-v1", **TINY)
+    path = model.save_replay_buffer(tmp_path / "empty.pt")
+    other = CrossQ("MlpPolicy", "Pendulum-v1", **TINY)
+    other.load_replay_buffer(path)
+    assert len(other.replay_buffer) == 0
+
+
+# --- training checkpoints and resumption -------------------------------------------------------------------------
+
+
+RESUME_CASES = [("Pendulum-v1", 120), ("InvertedPendulum-v5", 60)]
+
+
+@pytest.mark.parametrize(("env_id", "n"), RESUME_CASES, ids=[env for env, _ in RESUME_CASES])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, env_id, n):
+    """Stop a run at N of 2N steps, resume it from its checkpoint: same weights, BRN statistics, temperature,
+    optimizer state and replay buffer as a run of 2N steps that was never stopped."""
+    kwargs = {"learning_starts": 40, "policy_delay": 2, "seed": 11, **TINY}
+    path = tmp_path / "checkpoint.pt"
+    interrupted = CrossQ("MlpPolicy", env_id, **kwargs)
+    interrupted.learn(
+        2 * n, callback=lambda m: m.trainer.collected_frames < n, checkpoint_path=path, checkpoint_interval=10**9
+    )
+    assert interrupted.num_timesteps == n and path.is_file()
+    data = load_checkpoint(path)
+    assert data["kind"] == "training" and data["num_timesteps"] == n and data["total_timesteps"] == 2 * n
+
+    resumed = CrossQ.resume(path)
+    reference = CrossQ("MlpPolicy", env_id, **kwargs).learn(2 * n)
+
+    assert resumed.num_timesteps == reference.num_timesteps == 2 * n
+    assert resumed.update.num_updates == reference.update.num_updates == 2 * n - 40 + 1
+    assert_same_state(resumed.loss_module.state_dict(), reference.loss_module.state_dict())
+    resumed_data, reference_data = resumed.replay_buffer[:], reference.replay_buffer[:]
+    for key in reference_data.keys(True, True):
+        assert torch.equal(resumed_data[key], reference_data[key]), key
+    for name in ("critic", "actor", "alpha"):
+        resumed_optim = getattr(resumed.update.optimizers, name).state_dict()["state"]
+        reference_optim = getattr(reference.update.optimizers, name).state_dict()["state"]
+        for index, state in reference_optim.items():
+            assert_same_state(resumed_optim[index], state)
+    # the checkpoint kept being updated to the end of the run
+    assert load_checkpoint(path)["num_timesteps"] == 2 * n
+
+
+def test_interrupted_run_differs_without_resume(tmp_path):
+    """Control for the test above: a plain second learn() from the stopped model does not reproduce the
+    uninterrupted run (it restarts its episode and RNG streams), so the equality above is not trivial."""
+    kwargs = {"learning_starts": 40, "policy_delay": 2, "seed": 11, **TINY}
+    stopped = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs)
+    stopped.learn(240, callback=lambda m: m.trainer.collected_frames < 120)
+    stopped.set_random_seed(99)
+    stopped.learn(120, reset_num_timesteps=False)
+    reference = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs).learn(240)
+    assert stopped.num_timesteps == 240
+    ref_state, state = reference.loss_module.state_dict(), stopped.loss_module.state_dict()
+    assert any(not torch.equal(state[key], value) for key, value in ref_state.items())
+
+
+def test_load_a_training_checkpoint_as_a_model(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=10, seed=0, **TINY)
+    model.learn(30, checkpoint_path=path)
+    loaded = CrossQ.load(path)
+    assert_same_state(loaded.loss_module.state_dict(), model.loss_module.state_dict())
+    assert loaded.update.num_updates == model.update.num_updates == 21
+    assert loaded.num_timesteps == 30
