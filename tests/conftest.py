@@ -13,6 +13,16 @@ ACTION_LOW = -2.0
 ACTION_HIGH = (1.0, 3.0)
 
 
+# The test networks are tiny: one thread runs them fastest and keeps parallel test workers from oversubscribing.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Per test, since closing a ParallelEnv gives torch its default thread count back."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test starts from the same RNG state (network init included)."""

@@ -13,24 +13,12 @@ from crossq_trl import CrossQ, make_env
 TINY = {"net_arch": [32, 32], "batch_size": 32, "compile": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and the 2 shared cores do not oversubscribe)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A Pendulum model after a short run with updates (BRN statistics and optimizers moved), and its saved file."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=50, policy_delay=2, seed=3, **TINY)
     model.learn(150)
     path = model.save(tmp_path_factory.mktemp("model") / "model.pt")
-    torch.set_num_threads(threads)
     return model, path
 
 

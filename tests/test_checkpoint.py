@@ -14,23 +14,11 @@ from crossq_trl.training.checkpoint import FORMAT_VERSION, load_checkpoint, save
 TINY = {"net_arch": [32, 32], "batch_size": 32, "compile": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and the 2 shared cores do not oversubscribe)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, buffer_size=50, seed=1, **TINY)
     model.learn(80)  # more steps than the buffer holds: its write cursor has wrapped
     path = model.save(tmp_path_factory.mktemp("saved") / "model.pt")
-    torch.set_num_threads(threads)
     return model, path
 
 

@@ -6,22 +6,12 @@ import dataclasses
 import re
 
 import pytest
-import torch
 
 from crossq_trl import CrossQ, CrossQConfig
 from crossq_trl.cli import build_parser, main
 from crossq_trl.training.checkpoint import load_checkpoint
 
 TINY_FLAGS = ["--no-compile", "--net-arch", "[32, 32]", "--batch-size", "32"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and the 2 shared cores do not oversubscribe)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_train_then_eval(tmp_path, capsys):

@@ -92,6 +92,8 @@ BAD_VALUES = [
     ("buffer_size", 10.5),
     ("learning_starts", -1),
     ("batch_size", 0),
+    ("batch_size", True),  # a bool is not a size
+    ("gradient_steps", 2.0),
     ("gamma", 1.5),
     ("gamma", -0.1),
     ("gamma", "0.99"),

@@ -19,15 +19,6 @@ STEPS = 3000
 THRESHOLD = -400.0  # a random policy scores about -1200 to -1500
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks run fastest on one thread (and the 2 shared cores do not oversubscribe)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def evaluate(model: CrossQ, seed: int) -> torch.Tensor:
     returns, lengths = evaluate_policy(make_env("Pendulum-v1", seed=seed), model.actor, n_episodes=10)
     assert lengths.tolist() == [200] * 10

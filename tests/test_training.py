@@ -28,16 +28,6 @@ from crossq_trl.training import UpdateSchedule
 TINY = {"net_arch": [32, 32], "batch_size": 32, "compile": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and the 2 shared cores do not oversubscribe).
-    Per test: closing a ParallelEnv resets torch's thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def short_pendulum(max_episode_steps: int):
     return lambda: gym.make("Pendulum-v1", max_episode_steps=max_episode_steps)
 

@@ -74,16 +74,16 @@ class CrossQConfig:
         self.train_freq = self._parse_train_freq(self.train_freq)
         positive = ("buffer_size", "batch_size", "policy_delay", "n_envs", "n_critics", "n_eval_episodes")
         for name in positive:
-            _check(name, getattr(self, name), "an integer >= 1", lambda v: isinstance(v, int) and v >= 1)
+            _check(name, getattr(self, name), "an integer >= 1", lambda v: _is_int(v) and v >= 1)
         non_negative = ("learning_starts", "renorm_warmup_steps", "eval_freq", "stats_window_size")
         for name in non_negative:
-            _check(name, getattr(self, name), "an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+            _check(name, getattr(self, name), "an integer >= 0", lambda v: _is_int(v) and v >= 0)
         _check("gamma", self.gamma, "a float in [0, 1]", lambda v: 0.0 <= v <= 1.0)
         _check(
             "gradient_steps",
             self.gradient_steps,
             "-1 or an integer >= 1",
-            lambda v: isinstance(v, int) and (v == -1 or v >= 1),
+            lambda v: _is_int(v) and (v == -1 or v >= 1),
         )
         _check("batch_norm_momentum", self.batch_norm_momentum, "a float in (0, 1]", lambda v: 0.0 < v <= 1.0)
         _check("batch_norm_eps", self.batch_norm_eps, "a float > 0", lambda v: v > 0.0)
@@ -105,7 +105,7 @@ class CrossQConfig:
         if isinstance(train_freq, int):
             train_freq = (train_freq, "step")
         train_freq = tuple(train_freq)
-        ok = len(train_freq) == 2 and isinstance(train_freq[0], int) and train_freq[0] >= 1
+        ok = len(train_freq) == 2 and _is_int(train_freq[0]) and train_freq[0] >= 1
         _check(
             "train_freq",
             train_freq,
@@ -123,7 +123,7 @@ class CrossQConfig:
             lr = float(lr[4:]) * progress_remaining
         elif callable(lr):
             lr = lr(progress_remaining)
-        _check("learning_rate", lr, "a float > 0 (or a schedule returning one)", lambda v: _is_number(v) and v >= 0)
+        _check("learning_rate", lr, "a float >= 0 (or a schedule returning one)", lambda v: _is_number(v) and v >= 0)
         return float(lr)
 
     def entropy_coefficient(self) -> tuple[float, bool]:
@@ -153,7 +153,7 @@ class CrossQConfig:
             "net_arch",
             arch,
             "non-empty lists of layer sizes >= 1",
-            lambda v: len(v) > 0 and all(isinstance(h, int) and h >= 1 for h in v),
+            lambda v: len(v) > 0 and all(_is_int(h) and h >= 1 for h in v),
         )
         return list(arch)
 
@@ -190,6 +190,10 @@ class CrossQConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
