@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -42,6 +43,11 @@ def _gym_env(env: str | gym.Env | Callable[[], gym.Env]) -> gym.Env:
     return env
 
 
+def _wrapped_gym_env(env: str | Callable[[], gym.Env]) -> GymWrapper:
+    """Worker-side factory of :func:`make_env`'s ParallelEnv (a picklable function)."""
+    return GymWrapper(_gym_env(env))
+
+
 def _with_crossq_transforms(env: EnvBase) -> TransformedEnv:
     """Float observations, episode return (``episode_reward``) and length (``step_count``)."""
     return TransformedEnv(env, Compose(DoubleToFloat(), RewardSum(), StepCounter()))
@@ -72,7 +78,7 @@ def make_env(
     else:
         if isinstance(env, gym.Env):
             raise ValueError("n_envs > 1 needs an env id or a factory (each worker builds its own env).")
-        torchrl_env = ParallelEnv(n_envs, lambda: GymWrapper(_gym_env(env)), device=device)
+        torchrl_env = ParallelEnv(n_envs, functools.partial(_wrapped_gym_env, env), device=device)
     torchrl_env = _with_crossq_transforms(torchrl_env)
     if seed is not None:
         torchrl_env.set_seed(seed)
