@@ -13,6 +13,7 @@ from crossq_trl.objectives import CrossQLoss
 from crossq_trl.training import (
     CheckpointError,
     CrossQConfig,
+    CrossQOptimizers,
     CrossQTrainer,
     CrossQUpdate,
     evaluate_policy,
@@ -28,6 +29,7 @@ __all__ = [
     "CrossQ",
     "CrossQConfig",
     "CrossQLoss",
+    "CrossQOptimizers",
     "CrossQTrainer",
     "CrossQUpdate",
     "EnsembleQNet",

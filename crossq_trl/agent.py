@@ -245,7 +245,7 @@ class CrossQ:
                 raise ValueError("eval_freq > 0 needs eval_env=... when the training env was not given by id.")
             eval_env = make_env(source, device=self.device, seed=None if cfg.seed is None else cfg.seed + 10_000)
         schedule = cfg.learning_rate_at if isinstance(cfg.learning_rate, str) or callable(cfg.learning_rate) else None
-        wrapped_callback = None if callback is None else (lambda trainer: callback(self))
+        previous = self.trainer
         trainer = CrossQTrainer(
             collector=self.collector,
             total_frames=self.num_timesteps + remaining,
@@ -265,7 +265,7 @@ class CrossQ:
             checkpoint_path=checkpoint_path,
             checkpoint_interval=checkpoint_interval,
             save_replay_buffer=save_replay_buffer,
-            callback=wrapped_callback,
+            callback=None if callback is None else lambda trainer: self._on_step(trainer, callback),
             extra_state=lambda: {
                 **self._model_state(),
                 "num_timesteps": trainer.collected_frames,
@@ -273,8 +273,14 @@ class CrossQ:
             },
         )
         trainer.collected_frames = self.num_timesteps
+        if previous is not None and self.num_timesteps > 0:  # continuing: keep the episode window, like sb3
+            trainer.episodes.load_state_dict(previous.episodes.state_dict())
         self.trainer = trainer
         return trainer
+
+    def _on_step(self, trainer: CrossQTrainer, callback: Callable[[CrossQ], bool | None]) -> bool | None:
+        self.num_timesteps = trainer.collected_frames
+        return callback(self)
 
     # --- the sb3 API -----------------------------------------------------------------
 

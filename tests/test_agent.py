@@ -46,8 +46,13 @@ def test_learn_continues_with_reset_num_timesteps_false():
     model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, seed=0, **TINY)
     model.learn(30)
     first = model.update.num_updates
+    model.learn(200, reset_num_timesteps=False)
+    assert model.trainer.episodes.num_episodes == 1  # the 200-step episode spans both calls
+    model.learn(170, reset_num_timesteps=False)
+    assert model.trainer.episodes.num_episodes == 2  # episode statistics carry over, like sb3's ep_info_buffer
     model.learn(30, reset_num_timesteps=False)
-    assert model.num_timesteps == 60
+    first += 370
+    assert model.num_timesteps == 430
     assert model.update.num_updates == first + 30  # no new random warm-up once past learning_starts
     model.learn(30)  # a fresh count restarts the warm-up
     assert model.num_timesteps == 30 and model.update.num_updates == first + 30 + 11
@@ -59,11 +64,11 @@ def test_callback_can_stop_training():
 
     def callback(m):
         calls.append(m.num_timesteps)
-        return m.trainer.collected_frames < 25
+        return m.num_timesteps < 25
 
     model.learn(100, callback=callback)
     assert model.num_timesteps == 25
-    assert len(calls) == 25
+    assert calls == list(range(1, 26))  # the callback sees the current step count, as in sb3
 
 
 def test_predict_shapes_and_types(trained):
