@@ -50,15 +50,12 @@ def buffers(module) -> dict[str, torch.Tensor]:
 
 
 def tanh_normal(loc, scale, eps, low, high):
-    """Reparameterised TanhNormal sample rescaled to [low, high] and its log-prob, written out by hand."""
+    """Reparameterised TanhNormal sample rescaled to [low, high] and the log-prob of the squashed action in [-1, 1]
+    (SAC/CrossQ's convention: no -sum(log((high - low) / 2)) term from the rescaling), written out by hand."""
     u = loc + scale * eps
     action = low + (torch.tanh(u) + 1) / 2 * (high - low)
     normal_log_prob = -0.5 * ((u - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
-    log_prob = (
-        normal_log_prob.sum(-1)
-        - torch.log(1 - torch.tanh(u) ** 2).sum(-1)
-        - torch.log((high - low) / 2).expand_as(u).sum(-1)
-    )
+    log_prob = normal_log_prob.sum(-1) - torch.log(1 - torch.tanh(u) ** 2).sum(-1)
     return action, log_prob
 
 

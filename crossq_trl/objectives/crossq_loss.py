@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.func import functional_call
 from torchrl.data.tensor_specs import Composite
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import TanhNormal
 from torchrl.modules.distributions.utils import rsample_and_log_prob, sample_and_log_prob
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, distance_loss
@@ -258,11 +259,20 @@ class CrossQLoss(LossModule):
     # --- the three passes ----------------------------------------------------------
 
     def _policy(self, tensordict: TensorDictBase, *, training: bool) -> tuple[Tensor, Tensor]:
-        """Sample ``a ~ pi(.|s)`` and its log-prob, BRN of the actor in the given mode."""
+        """Sample ``a ~ pi(.|s)`` and ``log pi(a|s)``, BRN of the actor in the given mode.
+
+        The log-prob is that of the squashed action in ``[-1, 1]``, before the affine map
+        to the env's bounds, as SAC and CrossQ define it: the entropy target ``-dim(A)``
+        then means the same whatever the action bounds (a TanhNormal on ``[low, high]``
+        alone would score ``sum(log((high - low) / 2))`` lower).
+        """
         inputs = tensordict.select(*self.actor_network.in_keys)
         with set_exploration_type(ExplorationType.RANDOM), training_mode(self.actor_network, training):
             dist = self.actor_network.get_dist(inputs)
-            return rsample_and_log_prob(dist) if torch.is_grad_enabled() else sample_and_log_prob(dist)
+            action, log_prob = rsample_and_log_prob(dist) if torch.is_grad_enabled() else sample_and_log_prob(dist)
+        if isinstance(dist, TanhNormal):
+            log_prob = log_prob + ((dist.high - dist.low) / 2).log().expand(action.shape[-1:]).sum(-1)
+        return action, log_prob
 
     def _q_values(self, tensordict: TensorDictBase, *, training: bool, detach_params: bool) -> Tensor:
         """``Q_i(s, a)`` of every critic, ``[*batch, num_qvalue_nets]``."""
