@@ -56,6 +56,7 @@ def build_trainer(
         frames_per_batch=frames_per_batch,
         total_frames=total_frames,
         init_random_frames=learning_starts,
+        auto_register_policy_transforms=False,
     )
     trainer = CrossQTrainer(
         collector=collector,
