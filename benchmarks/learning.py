@@ -108,9 +108,8 @@ def smoke_protocol(protocol: Protocol) -> Protocol:
         envs=envs,
         seeds=(0,),
         eval_freq=200,
-        n_eval_episodes=2,
-        n_eval_envs=1,
-        out=RESULTS_DIR / "learning_smoke",
+        n_eval_episodes=max(2, protocol.n_eval_envs),
+        out=protocol.out.with_name(protocol.out.name + "_smoke"),
     )
 
 
@@ -330,6 +329,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _code_version() -> dict[str, Any]:
+    """The git revision of the crossq_trl code a cell ran (the package may change during a suite)."""
+    import hashlib
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    diff = git("diff", "HEAD", "--", "crossq_trl")
+    return {
+        "git_head": git("rev-parse", "HEAD").strip(),
+        "crossq_trl_dirty": bool(diff),
+        "crossq_trl_diff_sha1": hashlib.sha1(diff.encode()).hexdigest() if diff else None,
+    }
+
+
 def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
     """Run one cell in this (fresh) worker process and write its JSON atomically."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -339,6 +359,7 @@ def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
     torch.set_num_threads(cell.threads)
     started = time.time()
     load_start = os.getloadavg()
+    code = _code_version()
     result = RUNNERS[cell.impl](cell)
     record = {
         "impl": cell.impl,
@@ -362,6 +383,7 @@ def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
         "host": socket.gethostname(),
         "cpu_count": os.cpu_count(),
         "versions": _versions(),
+        "code": code,
     }
     tmp = Path(path).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
@@ -423,15 +445,18 @@ def main(argv: list[str] | None = None) -> int:
 
     cells = make_cells(protocol, args.protocol, envs, seeds, args.impls, args.threads, args.smoke)
     todo = [cell for cell in cells if not (out / f"{cell.name}.json").exists()]
-    log(f"protocol {args.protocol}{' (smoke)' if args.smoke else ''}: {len(cells)} cells, {len(todo)} to run, out={out}")
+    label = f"{args.protocol} (smoke)" if args.smoke else args.protocol
+    log(f"protocol {label}: {len(cells)} cells, {len(todo)} to run, out={out}")
     if not todo:
         return 0
     failed = 0
     start = time.perf_counter()
     # One fresh process per cell: no in-memory compile state, allocator or RNG state is shared
     # between cells (TorchInductor's on-disk cache is, as it would be for any user).
-    context = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context, max_tasks_per_child=1) as pool:
+    pool_kwargs: dict[str, Any] = {"mp_context": get_context("spawn")}
+    if sys.version_info >= (3, 11):
+        pool_kwargs["max_tasks_per_child"] = 1
+    with ProcessPoolExecutor(max_workers=args.workers, **pool_kwargs) as pool:
         futures = {pool.submit(run_cell, cell, str(out / f"{cell.name}.json")): cell for cell in todo}
         for cell in todo:
             log(f"queued {cell.name}")
@@ -445,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 (out / f"{cell.name}.error.txt").write_text(error)
                 log(f"FAILED {cell.name} ({done}/{len(todo)}):\n{error}")
                 continue
+            (out / f"{cell.name}.error.txt").unlink(missing_ok=True)
             log(f"done {name} ({done}/{len(todo)}): final return {final_return:.1f}, train time {train_time:.0f}s")
     elapsed = time.perf_counter() - start
     log(f"suite finished in {elapsed / 60:.1f} min, {failed} failed cell(s)")
