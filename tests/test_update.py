@@ -93,7 +93,8 @@ def test_compiled_update_matches_eager(loss, make_batch):
 
 
 def test_compiled_update_never_recompiles(loss, make_batch):
-    """After one full policy-delay cycle, 20 more updates (critic-only and actor steps) compile nothing new."""
+    """After one full policy-delay cycle, 20 more updates (critic-only and actor steps) compile nothing new, and
+    neither does a second CrossQUpdate on same-shaped networks (it reuses the graphs)."""
     update = make_update(loss, compile=True)
     counters.clear()
     for _ in range(POLICY_DELAY):  # warm-up: the critic and the actor objective have both run
@@ -104,6 +105,9 @@ def test_compiled_update_never_recompiles(loss, make_batch):
     with torch._dynamo.config.patch(error_on_recompile=True):
         for _ in range(20):
             update(make_batch(BATCH))
+        other = make_update(copy.deepcopy(loss), compile=True)
+        for _ in range(2 * POLICY_DELAY):
+            other(make_batch(BATCH))
     assert counters["stats"]["unique_graphs"] == graphs
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert update.num_updates == POLICY_DELAY + 20

@@ -8,10 +8,48 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from torch._inductor import config as inductor_config
 from torch.optim import Optimizer
 from torchrl.trainers import OptimizationStepper
 
 from crossq_trl.objectives.crossq_loss import CrossQLoss
+
+try:
+    from torch._inductor.custom_graph_pass import CustomPartitionerFn
+except ImportError:  # older torch: the actor objective keeps Inductor's default partitioner
+    CustomPartitionerFn = None
+
+
+class SaveActivationsPartitioner(CustomPartitionerFn or object):
+    """An Inductor partitioner that splits a joint forward/backward graph by saving the forward activations
+    the backward reads (AOT Autograd's ``default_partition``) instead of Inductor's min-cut rematerialization.
+
+    Used for the actor objective on CPU: there the critic runs in eval mode on detached weights, so its
+    backward only needs the ReLU masks, which the min-cut partitioner saves as bool tensors; Inductor's CPU
+    code for vectorized bool stores (torch 2.13, AVX-512) is ~25x slower than a float store (5.8 ms for one
+    [2, 256, 1024] mask on one thread). Saving float activations instead: +8% updates/s at critic
+    [1024, 1024], +8-17% at [256, 256]. Nothing is recomputed, so the numbers do not change. The critic
+    objective keeps the min-cut partitioner (it saves no masks, and is faster with it).
+    """
+
+    def __call__(self, joint_graph, joint_inputs, **kwargs):
+        from torch._functorch.partitioners import default_partition
+
+        return default_partition(
+            joint_graph,
+            joint_inputs,
+            num_fwd_outputs=kwargs["num_fwd_outputs"],
+            static_lifetime_input_indices=kwargs.get("static_lifetime_input_indices"),
+        )
+
+    def uuid(self) -> str:  # part of Inductor's cache key
+        return "crossq_trl.SaveActivationsPartitioner.v1"
+
+    def __eq__(self, other: object) -> bool:  # equal options: new CrossQUpdates reuse the compiled graphs
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
 
 
 @dataclass
@@ -61,8 +99,9 @@ class CrossQUpdate(OptimizationStepper):
 
     The two objectives (critic; actor + temperature) are compiled with
     ``torch.compile(fullgraph=True)``: one graph each for forward and backward, no
-    host sync inside (the schedule is a Python counter, never a tensor). The fused
-    Adam steps run after the compiled backward. On CUDA, each whole step (forward,
+    host sync inside (the schedule is a Python counter, never a tensor). On CPU the actor
+    objective is split into forward and backward by :class:`SaveActivationsPartitioner`.
+    The fused Adam steps run after the compiled backward. On CUDA, each whole step (forward,
     backward, optimizer) is additionally captured in a CUDA graph with
     :class:`tensordict.nn.CudaGraphModule`, which copies every incoming batch into
     static buffers. Returned metrics are detached device tensors: read them (``.item()``)
@@ -102,7 +141,10 @@ class CrossQUpdate(OptimizationStepper):
         critic_objective, actor_objective = self._critic_objective, self._actor_objective
         if compile:
             critic_objective = torch.compile(critic_objective, fullgraph=True)
-            actor_objective = torch.compile(actor_objective, fullgraph=True)
+            actor_options = None
+            if device.type == "cpu" and CustomPartitionerFn and hasattr(inductor_config, "custom_partitioner_fn"):
+                actor_options = {"custom_partitioner_fn": SaveActivationsPartitioner()}
+            actor_objective = torch.compile(actor_objective, fullgraph=True, options=actor_options)
         self._compiled_critic_objective = critic_objective
         self._compiled_actor_objective = actor_objective
         self._critic_step = self._wrap(self._critic_step_eager)
