@@ -67,7 +67,10 @@ class CrossQOptimizers:
     def set_learning_rate(self, learning_rate: float) -> None:
         for optimizer in self.all().values():
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate
+                if isinstance(group["lr"], torch.Tensor):  # in place: a CUDA graph captured this tensor
+                    group["lr"].fill_(learning_rate)
+                else:
+                    group["lr"] = learning_rate
 
 
 def make_crossq_optimizers(
@@ -79,16 +82,26 @@ def make_crossq_optimizers(
 ) -> CrossQOptimizers:
     """The CrossQ optimizers: actor and critic with ``optimizer_class`` (Adam with
     ``betas=(0.5, 0.999)`` unless ``optimizer_kwargs`` says otherwise), the temperature
-    with a default Adam, all at ``learning_rate``. Adam and AdamW use the fused kernel."""
+    with a default Adam, all at ``learning_rate``. Adam and AdamW use the fused kernel; on
+    CUDA they are capturable, with the learning rate a device tensor, so that steps captured
+    in a CUDA graph still follow :meth:`CrossQOptimizers.set_learning_rate`."""
     kwargs = dict(optimizer_kwargs or {})
+    lr: float | torch.Tensor = learning_rate
     if optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
         kwargs.setdefault("betas", (0.5, 0.999))
         kwargs.setdefault("fused", True)
-    critic = optimizer_class(loss.qvalue_network.parameters(), lr=learning_rate, **kwargs)
-    actor = optimizer_class(loss.actor_network.parameters(), lr=learning_rate, **kwargs)
+        if loss.device.type == "cuda":
+            kwargs.setdefault("capturable", True)
+            lr = torch.tensor(learning_rate, device=loss.device)
+    critic = optimizer_class(loss.qvalue_network.parameters(), lr=lr, **kwargs)
+    actor = optimizer_class(
+        loss.actor_network.parameters(), lr=lr.clone() if isinstance(lr, torch.Tensor) else lr, **kwargs
+    )
     alpha = None
     if isinstance(loss.log_alpha, torch.nn.Parameter):
-        alpha = torch.optim.Adam([loss.log_alpha], lr=learning_rate, fused=kwargs.get("fused"))
+        alpha_kwargs = {key: kwargs[key] for key in ("fused", "capturable") if key in kwargs}
+        alpha_lr = lr.clone() if isinstance(lr, torch.Tensor) else lr
+        alpha = torch.optim.Adam([loss.log_alpha], lr=alpha_lr, **alpha_kwargs)
     return CrossQOptimizers(critic=critic, actor=actor, alpha=alpha)
 
 
