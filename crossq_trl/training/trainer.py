@@ -108,7 +108,6 @@ class CrossQTrainer(Trainer):
             save_trainer_file=checkpoint_path,
             auto_log_optim_steps=False,
         )
-        self.update = update
         update.loss.actor_network.eval()  # acting uses the BRN running statistics; the loss sets its own modes
         self.schedule = UpdateSchedule(train_freq, gradient_steps)
         self.learning_rate = learning_rate
@@ -134,6 +133,11 @@ class CrossQTrainer(Trainer):
         self.register_op("post_steps", self._run_callback)
         self.register_op("setup", self._restore_pending_state)
 
+    @property
+    def update(self) -> CrossQUpdate:
+        """The CrossQ update step (this trainer's optimization stepper)."""
+        return self.optimization_stepper
+
     # --- the update loop -------------------------------------------------------------
 
     def _store(self, batch: TensorDictBase) -> TensorDictBase:
@@ -156,7 +160,7 @@ class CrossQTrainer(Trainer):
         for _ in range(num_updates):
             self._optim_count += 1
             sub_batch = self._process_optim_batch_hook(batch)
-            metrics = self.optimization_stepper.step(self, sub_batch)
+            metrics = self.update.step(self, sub_batch)
             self.last_metrics = metrics if self.last_metrics is None else self.last_metrics.update(metrics)
             self._post_optim_hook()
             self._post_optim_log(sub_batch)
