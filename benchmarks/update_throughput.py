@@ -438,21 +438,21 @@ def profile_compiled(critic: int, out_dir: Path, updates: int = 2 * POLICY_DELAY
             runner.crossq_update(batch)
     events = prof.key_averages()
     totals: dict[str, float] = dict.fromkeys([*PROFILE_CATEGORIES, "Inductor kernels (fused BRN, ReLU, losses)"], 0.0)
-    totals["BRN renorm_correction custom op (incl. its aten ops)"] = 0.0
+    totals["BRN saved_for_backward custom op (incl. its copy)"] = 0.0
     totals["other (wrappers, autograd engine, small aten ops)"] = 0.0
-    renorm_children = 0.0
+    barrier_children = 0.0
     for event in events:
         self_ms = event.self_cpu_time_total / 1e3 / updates
-        if event.key == "crossq_trl::renorm_correction":
-            totals["BRN renorm_correction custom op (incl. its aten ops)"] += event.cpu_time_total / 1e3 / updates
-            renorm_children += (event.cpu_time_total - event.self_cpu_time_total) / 1e3 / updates
+        if event.key == "crossq_trl::saved_for_backward":
+            totals["BRN saved_for_backward custom op (incl. its copy)"] += event.cpu_time_total / 1e3 / updates
+            barrier_children += (event.cpu_time_total - event.self_cpu_time_total) / 1e3 / updates
             continue
         category = next(
             (name for name, keys in PROFILE_CATEGORIES.items() if event.key.startswith(keys)),
             "Inductor kernels (fused BRN, ReLU, losses)" if event.key.startswith("graph_") else None,
         )
         totals[category or "other (wrappers, autograd engine, small aten ops)"] += self_ms
-    totals["other (wrappers, autograd engine, small aten ops)"] -= renorm_children
+    totals["other (wrappers, autograd engine, small aten ops)"] -= barrier_children
     profiled_ms = sum(totals.values())
     lines = [
         f"Compiled CrossQUpdate, critic [{critic}, {critic}], {torch.get_num_threads()} thread(s): {updates} updates "

@@ -15,37 +15,22 @@ import torch
 from torch import nn
 
 
-@torch.library.custom_op("crossq_trl::renorm_correction", mutates_args=())
-def _renorm_correction(
-    batch_mean: torch.Tensor,
-    batch_std: torch.Tensor,
-    running_mean: torch.Tensor,
-    running_var: torch.Tensor,
-    steps: torch.Tensor,
-    eps: float,
-    r_max: float,
-    d_max: float,
-    warmup_steps: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(r, d)`` of Batch Renormalization; ``(1, 0)`` during warm-up.
+@torch.library.custom_op("crossq_trl::saved_for_backward", mutates_args=())
+def _saved_for_backward(r: torch.Tensor) -> torch.Tensor:
+    """A copy of ``r`` that ``torch.compile`` must save for the backward, never recompute.
 
-    A custom op on purpose: under ``torch.compile`` the AOT min-cut partitioner may
-    recompute, in the backward pass, values it derives from the running statistics
-    and the step counter instead of saving them, and the backward then reads the
-    buffers AFTER this forward's in-place update (torch 2.13: silently wrong
-    gradients once ``r``, ``d`` are active; pytorch/pytorch PR #197039). An opaque
-    op's outputs are saved, never recomputed, so the backward uses this step's ``r``, ``d``.
+    The renorm scale ``r`` is derived from the running statistics, which this forward
+    updates in place. Under ``torch.compile`` the AOT min-cut partitioner may recompute
+    such a value in the backward pass instead of saving it, and the backward then reads the
+    buffers AFTER the update (torch 2.13: silently wrong gradients once ``r`` is active;
+    pytorch/pytorch PR #197039). An opaque op is never recomputed, so its output is saved.
     """
-    running_std = (running_var + eps).sqrt()
-    warmed_up = steps >= warmup_steps
-    r = (batch_std / running_std).clamp(1.0 / r_max, r_max)
-    d = ((batch_mean - running_mean) / running_std).clamp(-d_max, d_max)
-    return torch.where(warmed_up, r, torch.ones_like(r)), torch.where(warmed_up, d, torch.zeros_like(d))
+    return r.clone()
 
 
-@_renorm_correction.register_fake
-def _(batch_mean, batch_std, running_mean, running_var, steps, eps, r_max, d_max, warmup_steps):
-    return torch.empty_like(batch_mean), torch.empty_like(batch_mean)
+@_saved_for_backward.register_fake
+def _(r):
+    return torch.empty_like(r)
 
 
 class BatchRenorm1d(nn.Module):
@@ -164,17 +149,12 @@ class BatchRenorm1d(nn.Module):
         batch_var, batch_mean = torch.var_mean(x, dim=batch_dims, correction=0)
         batch_std = (batch_var + self.eps).sqrt()
         with torch.no_grad():
-            r, d = _renorm_correction(
-                batch_mean.detach(),
-                batch_std.detach(),
-                self.running_mean,
-                self.running_var,
-                self.steps,
-                self.eps,
-                self.r_max,
-                self.d_max,
-                self.warmup_steps,
-            )
+            running_std = (self.running_var + self.eps).sqrt()
+            warmed_up = self.steps >= self.warmup_steps
+            r = (batch_std / running_std).clamp(1.0 / self.r_max, self.r_max)
+            d = ((batch_mean - self.running_mean) / running_std).clamp(-self.d_max, self.d_max)
+            r = _saved_for_backward(torch.where(warmed_up, r, 1.0))  # (r, d) = (1, 0) during warm-up
+            d = torch.where(warmed_up, d, 0.0)
             self.running_mean.lerp_(batch_mean, self.momentum)
             self.running_var.lerp_(batch_var, self.momentum)
             self.steps.add_(1)
