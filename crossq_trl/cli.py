@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from crossq_trl.agent import CrossQ
 from crossq_trl.training.config import CrossQConfig
 from crossq_trl.training.envs import make_env
@@ -39,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossq-trl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     formatter = argparse.ArgumentDefaultsHelpFormatter
+    threads_help = (
+        "torch CPU threads (default: torch's, one per core); use 1 when other jobs share the cores: "
+        "compiled CPU kernels wait for every thread, so a busy core stalls all of them"
+    )
 
     train = commands.add_parser("train", help="train CrossQ on a gymnasium env", formatter_class=formatter)
     train.add_argument("env", nargs="?", default="Pendulum-v1", help="gymnasium env id")
@@ -52,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, default=None, help="continue the run of this training checkpoint")
     train.add_argument("--final-eval-episodes", type=int, default=10, help="deterministic episodes after training")
     train.add_argument("--progress-bar", action="store_true")
+    train.add_argument("--threads", type=int, default=None, help=threads_help)
     _add_config_flags(train)
 
     evaluate = commands.add_parser("eval", help="evaluate a saved model or checkpoint", formatter_class=formatter)
@@ -61,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--threads", type=int, default=None, help=threads_help)
     return parser
 
 
@@ -112,6 +120,10 @@ def evaluate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+            torch.set_num_threads(args.threads)
         {"train": train, "eval": evaluate}[args.command](args)
     except (ValueError, FileNotFoundError, NotImplementedError) as err:
         print(f"crossq-trl: error: {err}", file=sys.stderr)

@@ -6,6 +6,7 @@ import dataclasses
 import re
 
 import pytest
+import torch
 
 from crossq_trl import CrossQ, CrossQConfig
 from crossq_trl.cli import build_parser, main
@@ -158,3 +159,18 @@ def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):
         main(["train", "CartPole-v1", "--log-dir", str(tmp_path / "bad"), *TINY_FLAGS])
     assert exit_info.value.code == 2
     assert "continuous Box action space" in capsys.readouterr().err
+
+
+def test_threads_flag_sets_torch_threads_before_running(tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    with pytest.raises(SystemExit):  # the missing file fails after the threads are set
+        main(["eval", str(tmp_path / "missing.pt"), "--threads", "3"])
+    assert calls == [3]
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--threads", "0", "--log-dir", str(tmp_path / "bad")])
+    assert exit_info.value.code == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    assert calls == [3]
