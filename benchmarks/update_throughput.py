@@ -379,8 +379,9 @@ def markdown_report(info: dict[str, Any], peak: dict[str, float], results: list[
         "Workload: HalfCheetah-v5 shapes (obs 17, act 6), batch 256, actor [256, 256], policy_delay 3, one replay "
         "sample per update; median over alternating rounds. `compiled / this`: median of the round-by-round ratios "
         "(runs measured back to back). FLOPs: matmul FLOPs of one update, forward + backward, counted with "
-        "`FlopCounterMode` over one policy-delay cycle / 3. SBX runs on XLA's CPU thread pool (all cores; one "
-        "thread with `--threads 1`).",
+        "`FlopCounterMode` over one policy-delay cycle / 3. With `--threads N` the whole process is pinned to "
+        "N CPUs, so that SBX (XLA's CPU thread pool takes every core it can see, whatever its flags) gets the same "
+        "CPU budget as the PyTorch implementations.",
         "",
     ]
     for result in results:
@@ -488,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-        if args.threads == 1:  # SBX too (XLA's CPU thread pool otherwise takes every core); before jax loads
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+        # XLA's CPU thread pool ignores thread flags and uses every CPU the process may run on: pin the
+        # process (before jax loads) so that every implementation gets the same N CPUs.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
 
     if args.profile:
         profile_compiled(args.critics[0], args.out)
