@@ -222,23 +222,24 @@ class Recorder:
 # --- the two implementations -----------------------------------------------------------
 
 
+def shared_hyperparameters(cell: Cell) -> dict[str, Any]:
+    """The constructor arguments both libraries get, in the same sb3 spelling: the settings of the cell, the
+    rest at each library's (identical) defaults."""
+    return {
+        "learning_starts": cell.setting.learning_starts,
+        "policy_delay": cell.setting.policy_delay,
+        "seed": cell.seed,
+        "policy_kwargs": {} if cell.net_arch is None else {"net_arch": cell.net_arch},
+        "device": "cpu" if cell.protocol == "cpu" else "auto",
+    }
+
+
 def run_crossq_trl(cell: Cell) -> dict[str, Any]:
     from crossq_trl import CrossQ
     from crossq_trl.training.envs import make_env
     from crossq_trl.training.evaluation import evaluate_policy
 
-    setting = cell.setting
-    kwargs: dict[str, Any] = {} if cell.net_arch is None else {"net_arch": cell.net_arch}
-    model = CrossQ(
-        "MlpPolicy",
-        cell.env_id,
-        learning_starts=setting.learning_starts,
-        policy_delay=setting.policy_delay,
-        seed=cell.seed,
-        compile=True,
-        device="cpu" if cell.protocol == "cpu" else "auto",
-        **kwargs,
-    )
+    model = CrossQ("MlpPolicy", cell.env_id, compile=True, **shared_hyperparameters(cell))
     eval_envs = [
         make_env(cell.env_id, seed=cell.seed + 10_000 + i, device=model.device) for i in range(cell.n_eval_envs)
     ]
@@ -252,7 +253,7 @@ def run_crossq_trl(cell: Cell) -> dict[str, Any]:
         return returns
 
     recorder = Recorder(cell, evaluate, alpha=lambda: float(model.loss_module._alpha))
-    model.learn(setting.total_steps, callback=lambda m: recorder.on_step(m.trainer.collected_frames))
+    model.learn(cell.setting.total_steps, callback=lambda m: recorder.on_step(m.trainer.collected_frames))
     final = recorder.record(model.trainer.collected_frames)
     return recorder.result(final, n_updates=model.update.num_updates)
 
@@ -263,17 +264,7 @@ def run_sb3_contrib(cell: Cell) -> dict[str, Any]:
     from sb3_contrib import CrossQ
     from stable_baselines3.common.callbacks import BaseCallback
 
-    setting = cell.setting
-    policy_kwargs = {} if cell.net_arch is None else {"net_arch": cell.net_arch}
-    model = CrossQ(
-        "MlpPolicy",
-        cell.env_id,
-        learning_starts=setting.learning_starts,
-        policy_delay=setting.policy_delay,
-        seed=cell.seed,
-        policy_kwargs=policy_kwargs,
-        device="cpu" if cell.protocol == "cpu" else "auto",
-    )
+    model = CrossQ("MlpPolicy", cell.env_id, **shared_hyperparameters(cell))
     eval_envs = [gym.make(cell.env_id) for _ in range(cell.n_eval_envs)]
     for i, env in enumerate(eval_envs):
         env.reset(seed=cell.seed + 10_000 + i)
@@ -306,7 +297,7 @@ def run_sb3_contrib(cell: Cell) -> dict[str, Any]:
             recorder.on_step(self.num_timesteps)
             return True
 
-    model.learn(setting.total_steps, callback=PeriodicEval())
+    model.learn(cell.setting.total_steps, callback=PeriodicEval())
     final = recorder.record(model.num_timesteps)
     return recorder.result(final, n_updates=model._n_updates)
 

@@ -49,6 +49,14 @@ def buffers(module) -> dict[str, torch.Tensor]:
     return {name: buf.clone() for name, buf in module.named_buffers()}
 
 
+def assert_stats_moved_toward(layer, data, old_mean, old_var, momentum):
+    """``layer``'s running stats are one momentum step from ``(old_mean, old_var)`` toward ``data``'s biased moments."""
+    mean = data.mean(0)
+    var = ((data - mean) ** 2).mean(0)
+    torch.testing.assert_close(layer.running_mean, old_mean + momentum * (mean - old_mean))
+    torch.testing.assert_close(layer.running_var, old_var + momentum * (var - old_var))
+
+
 def tanh_normal(loc, scale, eps, low, high):
     """Reparameterised TanhNormal sample rescaled to [low, high] and the log-prob of the squashed action in [-1, 1]
     (SAC/CrossQ's convention: no -sum(log((high - low) / 2)) term from the rescaling), written out by hand."""
@@ -178,11 +186,8 @@ def test_qvalue_loss_uses_joint_batch_statistics(observation_spec, action_spec, 
     torch.testing.assert_close(loss_qvalue, expected["loss"])
     torch.testing.assert_close(metadata["td_error"], expected["td_error"])
 
-    joint = expected["joint_input"]  # [2B, obs + act], the same input for every member
-    mean = joint.mean(0)
-    var = ((joint - mean) ** 2).mean(0)
-    torch.testing.assert_close(first.running_mean, old_mean + momentum * (mean - old_mean))
-    torch.testing.assert_close(first.running_var, old_var + momentum * (var - old_var))
+    # [2B, obs + act], the same input for every member
+    assert_stats_moved_toward(first, expected["joint_input"], old_mean, old_var, momentum)
     assert all(int(layer.steps) == (6 if past_warmup else 1) for layer in brn_layers(critic))
     for name, buf in actor.named_buffers():
         assert torch.equal(buf, actor_buffers[name]), name
@@ -210,11 +215,7 @@ def test_actor_loss_uses_train_actor_and_eval_critic(observation_spec, action_sp
     torch.testing.assert_close(loss_actor, expected["loss_actor"])
     torch.testing.assert_close(metadata["log_prob"], expected["log_prob"])
 
-    obs = td["observation"]
-    mean = obs.mean(0)
-    var = ((obs - mean) ** 2).mean(0)
-    torch.testing.assert_close(first.running_mean, old_mean + momentum * (mean - old_mean))
-    torch.testing.assert_close(first.running_var, old_var + momentum * (var - old_var))
+    assert_stats_moved_toward(first, td["observation"], old_mean, old_var, momentum)
     assert int(first.steps) == 6
     for name, buf in critic.named_buffers():
         assert torch.equal(buf, critic_buffers[name]), name

@@ -50,22 +50,24 @@ def make_crossq_optimizers(
     CUDA they are capturable, with the learning rate a device tensor, so that steps captured
     in a CUDA graph still follow :meth:`CrossQOptimizers.set_learning_rate`."""
     kwargs = dict(optimizer_kwargs or {})
-    lr: float | torch.Tensor = learning_rate
+    tensor_lr = False
     if optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
         kwargs.setdefault("betas", (0.5, 0.999))
         kwargs.setdefault("fused", True)
         if loss.device.type == "cuda":
             kwargs.setdefault("capturable", True)
-            lr = torch.tensor(learning_rate, device=loss.device)
-    critic = optimizer_class(loss.qvalue_network.parameters(), lr=lr, **kwargs)
-    actor = optimizer_class(
-        loss.actor_network.parameters(), lr=lr.clone() if isinstance(lr, torch.Tensor) else lr, **kwargs
-    )
+            tensor_lr = True
+
+    def lr() -> float | torch.Tensor:
+        """Each optimizer's own learning rate (a separate device tensor when captured in CUDA graphs)."""
+        return torch.tensor(learning_rate, device=loss.device) if tensor_lr else learning_rate
+
+    critic = optimizer_class(loss.qvalue_network.parameters(), lr=lr(), **kwargs)
+    actor = optimizer_class(loss.actor_network.parameters(), lr=lr(), **kwargs)
     alpha = None
     if isinstance(loss.log_alpha, torch.nn.Parameter):
         alpha_kwargs = {key: kwargs[key] for key in ("fused", "capturable") if key in kwargs}
-        alpha_lr = lr.clone() if isinstance(lr, torch.Tensor) else lr
-        alpha = torch.optim.Adam([loss.log_alpha], lr=alpha_lr, **alpha_kwargs)
+        alpha = torch.optim.Adam([loss.log_alpha], lr=lr(), **alpha_kwargs)
     return CrossQOptimizers(critic=critic, actor=actor, alpha=alpha)
 
 
