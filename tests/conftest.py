@@ -126,12 +126,12 @@ def hand_critic(net, obs: torch.Tensor, act: torch.Tensor, *, training: bool, br
                 per_layer[i].append(x)
                 x = hand_brn(x, layer, training=training, member=e)
             elif isinstance(layer, EnsembleLinear):
-                x = x @ layer.weight[e] + layer.bias[e, 0]
+                x = x @ layer.weight[e].T + layer.bias[e]
             elif isinstance(layer, torch.nn.ReLU):
                 x = torch.clamp(x, min=0)
             else:
                 raise AssertionError(f"unexpected layer {layer}")
-        outputs.append((x @ net.head.weight[e] + net.head.bias[e, 0]).squeeze(-1))
+        outputs.append((x @ net.head.weight[e].T + net.head.bias[e]).squeeze(-1))
     if brn_inputs is not None:
         brn_inputs.extend(inputs for inputs in per_layer if inputs)
     return torch.stack(outputs, -1)

@@ -248,11 +248,12 @@ def test_ensemble_linear_init_like_nn_linear():
         assert w.abs().max() > 0.95 * bound
         assert abs(w.std().item() - bound / math.sqrt(3)) < 0.06 * bound / math.sqrt(3)
         assert abs(w.mean().item()) < 0.05 * bound
-    assert layer.bias.shape == (members, 1, fan_out)
+    assert layer.weight.shape == (members, fan_out, fan_in)
+    assert layer.bias.shape == (members, fan_out)
     assert layer.bias.abs().max() <= bound and layer.bias.abs().max() > 0.8 * bound
     assert not torch.allclose(layer.weight[0], layer.weight[1])
     x = torch.randn(members, 5, fan_in)
-    expected = torch.stack([x[e] @ layer.weight[e] + layer.bias[e] for e in range(members)])
+    expected = torch.stack([x[e] @ layer.weight[e].T + layer.bias[e] for e in range(members)])
     torch.testing.assert_close(layer(x), expected)
 
 

@@ -21,7 +21,9 @@ class EnsembleQNet(nn.Module):
 
     Weights are stacked on a leading ensemble axis and every layer is one batched
     matmul, so the ensemble costs one pass; each member has its own parameters and
-    its own BRN statistics. Returns Q-values of shape ``[*batch, n_critics]``.
+    its own BRN statistics. The body runs feature-major (``[E, features, batch]``), where
+    the BRN statistics are contiguous reductions and the Q head a fast product.
+    Returns Q-values of shape ``[*batch, n_critics]``.
     """
 
     def __init__(self, in_features: int, net_arch: Sequence[int], n_critics: int = 2, **body_kwargs) -> None:
@@ -30,13 +32,14 @@ class EnsembleQNet(nn.Module):
             raise ValueError(f"n_critics must be >= 1, got {n_critics}.")
         self.n_critics = n_critics
         self.body = crossq_body(in_features, net_arch, ensemble_size=n_critics, **body_kwargs)
-        self.head = EnsembleLinear(n_critics, net_arch[-1], 1)
+        self.head = EnsembleLinear(n_critics, net_arch[-1], 1, feature_dim=1)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         x = concat_features(inputs)
-        x = x.expand(self.n_critics, *x.shape)
-        q = self.head(self.body(x))  # [E, *batch, 1]
-        return q.squeeze(-1).movedim(0, -1)
+        batch_shape = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1]).T  # [features, N]
+        q = self.head(self.body(x.expand(self.n_critics, *x.shape)))  # [E, 1, N]
+        return q.view(self.n_critics, -1).T.reshape(*batch_shape, self.n_critics)
 
 
 def make_crossq_critic(

@@ -40,8 +40,9 @@ def crossq_body(
 ) -> nn.Sequential:
     """Build ``BRN(input) -> [Linear(h) -> activation -> BRN] x len(net_arch)``.
 
-    With ``ensemble_size`` the linears are :class:`EnsembleLinear` and each BRN keeps
-    per-member statistics; the input must then carry a leading ensemble axis. With
+    Without ``ensemble_size`` the body takes ``[*batch, features]``. With it, the linears
+    are :class:`EnsembleLinear`, each BRN keeps per-member statistics, and the body runs
+    feature-major, ``[E, features, *batch]`` (see :class:`EnsembleLinear` for why). With
     ``batch_norm=False`` every BRN is left out (plain SAC-style MLP).
     """
     if not net_arch or any(int(h) < 1 for h in net_arch):
@@ -50,13 +51,14 @@ def crossq_body(
     def norm(features: int) -> list[nn.Module]:
         if not batch_norm:
             return []
-        return [BatchRenorm1d(features, ensemble_size=ensemble_size, **asdict(batch_renorm))]
+        return [BatchRenorm1d(features, ensemble_size=ensemble_size, feature_dim=feature_dim, **asdict(batch_renorm))]
 
     def linear(fan_in: int, fan_out: int) -> nn.Module:
         if ensemble_size is None:
             return nn.Linear(fan_in, fan_out)
-        return EnsembleLinear(ensemble_size, fan_in, fan_out)
+        return EnsembleLinear(ensemble_size, fan_in, fan_out, feature_dim=feature_dim)
 
+    feature_dim = -1 if ensemble_size is None else 1
     layers = norm(in_features)
     fan_in = in_features
     for hidden in net_arch:

@@ -1,19 +1,30 @@
-"""The CrossQ gradient update, compiled: critic every call, actor and temperature every
-``policy_delay``-th call."""
+"""The CrossQ gradient update: critic every call, actor and temperature every ``policy_delay``-th
+call, each kind of step one compiled graph from the replay batch to the updated weights."""
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch._inductor import config as inductor_config
+from tensordict.utils import NestedKey
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value
 from torch.optim import Optimizer
 from torchrl.trainers import OptimizationStepper
 
+from crossq_trl.modules.batch_renorm import renorm_barrier
 from crossq_trl.objectives.crossq_loss import CrossQLoss
-from crossq_trl.training.partitioner import CustomPartitionerFn, SaveActivationsPartitioner
+from crossq_trl.training.flat_tensors import FlatTensors
+from crossq_trl.training.functional_adam import (
+    adam_coefficients,
+    adam_step_,
+    init_adam_state,
+    supports_functional_adam,
+)
 
 
 @dataclass
@@ -31,10 +42,7 @@ class CrossQOptimizers:
     def set_learning_rate(self, learning_rate: float) -> None:
         for optimizer in self.all().values():
             for group in optimizer.param_groups:
-                if isinstance(group["lr"], torch.Tensor):  # in place: a CUDA graph captured this tensor
-                    group["lr"].fill_(learning_rate)
-                else:
-                    group["lr"] = learning_rate
+                group["lr"] = learning_rate
 
 
 def make_crossq_optimizers(
@@ -46,29 +54,117 @@ def make_crossq_optimizers(
 ) -> CrossQOptimizers:
     """The CrossQ optimizers: actor and critic with ``optimizer_class`` (Adam with
     ``betas=(0.5, 0.999)`` unless ``optimizer_kwargs`` says otherwise), the temperature
-    with a default Adam, all at ``learning_rate``. Adam and AdamW use the fused kernel; on
-    CUDA they are capturable, with the learning rate a device tensor, so that steps captured
-    in a CUDA graph still follow :meth:`CrossQOptimizers.set_learning_rate`."""
+    with a default Adam, all at ``learning_rate``. Adam and AdamW use the fused kernel when
+    stepped eagerly; :class:`CrossQUpdate` runs their arithmetic inside its compiled step."""
     kwargs = dict(optimizer_kwargs or {})
-    tensor_lr = False
     if optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
         kwargs.setdefault("betas", (0.5, 0.999))
         kwargs.setdefault("fused", True)
-        if loss.device.type == "cuda":
-            kwargs.setdefault("capturable", True)
-            tensor_lr = True
-
-    def lr() -> float | torch.Tensor:
-        """Each optimizer's own learning rate (a separate device tensor when captured in CUDA graphs)."""
-        return torch.tensor(learning_rate, device=loss.device) if tensor_lr else learning_rate
-
-    critic = optimizer_class(loss.qvalue_network.parameters(), lr=lr(), **kwargs)
-    actor = optimizer_class(loss.actor_network.parameters(), lr=lr(), **kwargs)
+    critic = optimizer_class(loss.qvalue_network.parameters(), lr=learning_rate, **kwargs)
+    actor = optimizer_class(loss.actor_network.parameters(), lr=learning_rate, **kwargs)
     alpha = None
     if isinstance(loss.log_alpha, torch.nn.Parameter):
-        alpha_kwargs = {key: kwargs[key] for key in ("fused", "capturable") if key in kwargs}
-        alpha = torch.optim.Adam([loss.log_alpha], lr=lr(), **alpha_kwargs)
+        alpha = torch.optim.Adam([loss.log_alpha], lr=learning_rate, fused=kwargs.get("fused"))
     return CrossQOptimizers(critic=critic, actor=actor, alpha=alpha)
+
+
+class _LossCall(nn.Module):
+    """Runs a function of the loss as the forward of a module that holds the loss, so that
+    ``torch.func.functional_call`` can run it on other tensors than the loss's own."""
+
+    def __init__(self, loss: CrossQLoss) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, function: Callable[[TensorDictBase], Any], batch: TensorDictBase) -> Any:
+        return function(batch)
+
+
+class _Slot:
+    """Tensors of the loss (named as in :class:`_LossCall`) that travel into the graph as one flat buffer."""
+
+    def __init__(self, names: list[str], tensors: list[Tensor]) -> None:
+        self.names = names
+        self.tensors = tensors
+        self.layout = FlatTensors(tensors)
+
+    def flat(self) -> Tensor:
+        """The flat buffer, rebuilt from the current values if the tensors were moved since (``module.to``)."""
+        if not self.layout.holds(self.tensors):
+            self.layout = FlatTensors(self.tensors)
+        return self.layout.flat
+
+
+class _OptimizerGroup:
+    """The parameters one optimizer steps (one :class:`_Slot`) and that optimizer's state.
+
+    For Adam and AdamW (one param group) the step runs inside the update's graph on flat
+    buffers (:func:`adam_step_`), with the scalars of each step computed here from the param
+    group and a host-side step count; other optimizers step eagerly on the gradients the
+    graph returns.
+    """
+
+    MOMENTS = ("exp_avg", "exp_avg_sq", "step")
+
+    def __init__(self, optimizer: Optimizer, names: dict[int, str]) -> None:
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.slot = _Slot([names[id(p)] for p in self.params], self.params)
+        self.functional = supports_functional_adam(optimizer) and len(optimizer.param_groups) == 1
+        if self.functional:
+            init_adam_state(optimizer)
+            state = optimizer.state
+            self._moments = [FlatTensors([state[p][key] for p in self.params]) for key in self.MOMENTS]
+        self.sync_step_count()
+
+    def sync_step_count(self) -> None:
+        """Read the step count from the optimizer state (after construction and after ``load_state_dict``)."""
+        state = self.optimizer.state.get(self.params[0], {})
+        self.step_count = int(state["step"]) if "step" in state else 0
+
+    def moments(self) -> list[Tensor]:
+        """Flat ``exp_avg``, ``exp_avg_sq`` and ``step`` (gathered anew when ``load_state_dict`` replaced them)."""
+        state = self.optimizer.state
+        for i, key in enumerate(self.MOMENTS):
+            tensors = [state[p][key] for p in self.params]
+            if not self._moments[i].holds(tensors):
+                self._moments[i] = FlatTensors(tensors)
+        return [layout.flat for layout in self._moments]
+
+    def inputs(self) -> list[Tensor]:
+        """What the graph needs for one Adam step: :meth:`moments` and the scalars of the step."""
+        group = self.optimizer.param_groups[0]
+        return [*self.moments(), adam_coefficients(self.optimizer, group, self.step_count + 1)]
+
+    def step_with(self, grad: Tensor) -> None:
+        """Eager ``optimizer.step()`` on a flat gradient from the graph (optimizers other than Adam/AdamW)."""
+        for param, param_grad in zip(self.params, self.slot.layout.views(grad), strict=True):
+            param.grad = param_grad
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _own_code(method: Callable) -> Callable:
+    """``method`` with a code object of its own. ``torch.compile`` keeps one cache of graphs per code object,
+    and this update keeps only the tensor guards (below): a code object per CrossQUpdate keeps each one's
+    graphs, specialised to its loss and networks, from ever being used by another."""
+    function = method.__func__
+    code = function.__code__.replace()
+    copy = types.FunctionType(
+        code, function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
+    return types.MethodType(copy, method.__self__)
+
+
+def _input_guards(guards) -> list[bool]:
+    """Keep only the guards on the tensors passed in (dtype, shape, strides). Everything else the update reads
+    (module structure, loss configuration, the modules' own parameters, swapped out by ``functional_call``)
+    is fixed for the life of a CrossQUpdate, and checking the thousands of guards Dynamo installs on it would
+    cost more than a small update itself."""
+    return [guard.guard_type == "TENSOR_MATCH" and guard.name.startswith(_UPDATE_ARGS) for guard in guards]
+
+
+_UPDATE_ARGS = ("flats[", "optimizer_inputs[", "batch[")
 
 
 class CrossQUpdate(OptimizationStepper):
@@ -76,22 +172,30 @@ class CrossQUpdate(OptimizationStepper):
     the critic step, then (every ``policy_delay``-th call) the actor step on the updated
     critic and the temperature step.
 
-    The two objectives (critic; actor + temperature) are compiled with
-    ``torch.compile(fullgraph=True)``: one graph each for forward and backward, no
-    host sync inside (the schedule is a Python counter, never a tensor). On CPU the actor
-    objective is split into forward and backward by :class:`SaveActivationsPartitioner`.
-    The fused Adam steps run after the compiled backward. On CUDA, each whole step (forward,
-    backward, optimizer) is additionally captured in a CUDA graph with
-    :class:`tensordict.nn.CudaGraphModule`, which copies every incoming batch into
-    static buffers. Returned metrics are detached device tensors: read them (``.item()``)
-    only when logging.
+    Each kind of update (critic only; critic, actor and temperature) is one pure function of
+    tensors: the loss's parameters and buffers, the optimizers' state and step scalars and the
+    batch go in; gradients come from ``torch.func.grad_and_value`` over the loss run on those
+    tensors (``functional_call``), and Adam updates them in place (:func:`adam_step_`).
+    Compiled with ``torch.compile(fullgraph=True)``, forward, backward and optimizer steps of a
+    whole update are one graph and one call: no autograd engine, no optimizer Python, no host
+    sync (the schedule is a Python counter, never a tensor), and guards on the input tensors
+    only. The loss, its modules and the optimizers stay the source of truth: their tensors are
+    read at every call, the optimizers' hyperparameters and learning rates too, and
+    ``state_dict``/``load_state_dict`` work as usual. The graphs are specialised to the modules'
+    structure and hyperparameters (e.g. the BRN momentum) at the first update. Optimizers other
+    than Adam/AdamW get their gradients from the same graph and step eagerly.
+
+    On CUDA the compiled steps are replayed as CUDA graphs (``mode="reduce-overhead"``, the
+    state tensors marked static, only the batch copied in). Returned metrics are detached
+    device tensors: read them (``.item()``) only when logging. ``compile=False`` runs the same
+    functions eagerly.
 
     Args:
         loss: the :class:`~crossq_trl.CrossQLoss` to optimize.
         optimizers: from :func:`make_crossq_optimizers`.
         policy_delay: actor and temperature update once every this many calls.
-        compile: compile the objectives (``False`` runs the same code eagerly).
-        cudagraphs: capture whole steps in CUDA graphs (default: when on CUDA and compiling).
+        compile: compile the updates (``False`` runs the same code eagerly).
+        cudagraphs: replay the compiled steps as CUDA graphs (default: when on CUDA and compiling).
     """
 
     def __init__(
@@ -113,72 +217,131 @@ class CrossQUpdate(OptimizationStepper):
         self.device = device = next(loss.parameters()).device
         if cudagraphs is None:
             cudagraphs = compile and device.type == "cuda"
-        if cudagraphs and device.type != "cuda":
-            raise ValueError("cudagraphs=True needs the loss on a CUDA device.")
+        if cudagraphs and (device.type != "cuda" or not compile):
+            raise ValueError("cudagraphs=True needs compile=True and the loss on a CUDA device.")
         self.compiled = compile
         self.cudagraphs = cudagraphs
-        critic_objective, actor_objective = self._critic_objective, self._actor_objective
+
+        self._loss_call = _LossCall(loss)
+        names = {id(t): f"loss.{name}" for name, t in [*loss.named_parameters(), *loss.named_buffers()]}
+        self._critic = [_OptimizerGroup(optimizers.critic, names)]
+        self._actor = [_OptimizerGroup(opt, names) for opt in (optimizers.actor, optimizers.alpha) if opt is not None]
+        # Every tensor of the loss travels in one of the slots: the optimizers' parameters, then the rest
+        # (BRN statistics and other buffers, parameters no optimizer steps) by dtype and device.
+        self._slots = [group.slot for group in self._critic + self._actor]
+        in_slots = {id(t) for slot in self._slots for t in slot.tensors}
+        rest: dict[tuple, list[Tensor]] = {}
+        for tensor in [*loss.parameters(), *loss.buffers()]:
+            if id(tensor) not in in_slots:
+                rest.setdefault((tensor.dtype, tensor.device), []).append(tensor)
+        self._slots += [_Slot([names[id(t)] for t in tensors], tensors) for tensors in rest.values()]
+        self._batch_keys: list[NestedKey] = list(loss.in_keys)
+
+        critic_update, full_update = self._critic_update, self._full_update
         if compile:
-            critic_objective = torch.compile(critic_objective, fullgraph=True)
-            actor_options = None
-            if device.type == "cpu" and CustomPartitionerFn and hasattr(inductor_config, "custom_partitioner_fn"):
-                actor_options = {"custom_partitioner_fn": SaveActivationsPartitioner()}
-            actor_objective = torch.compile(actor_objective, fullgraph=True, options=actor_options)
-        self._compiled_critic_objective = critic_objective
-        self._compiled_actor_objective = actor_objective
-        self._critic_step = self._wrap(self._critic_step_eager)
-        self._actor_step = self._wrap(self._actor_step_eager)
+            options = {"guard_filter_fn": _input_guards}
+            if device.type == "cpu":
+                # Give per-feature values (BRN statistics, r, d) buffers of their own: inlined, they are
+                # recomputed, square roots and divisions included, for every vector of every activation.
+                options["realize_cpu_opcount_threshold"] = 4
+            mode = "reduce-overhead" if cudagraphs else None
+            compile_options = {"fullgraph": True, "dynamic": False, "mode": mode, "options": options}
+            critic_update = torch.compile(_own_code(critic_update), **compile_options)
+            full_update = torch.compile(_own_code(full_update), **compile_options)
+        self._critic_step = self._stepper(critic_update, self._critic)
+        self._full_step = self._stepper(full_update, self._critic + self._actor)
 
-    def _wrap(self, step):
-        if not self.cudagraphs:
-            return step
-        from tensordict.nn import CudaGraphModule
+    def _stepper(self, update: Callable, groups: list[_OptimizerGroup]) -> Callable[[TensorDictBase], dict]:
+        """The step on a batch: gathers the current tensors, runs ``update``, advances the step counts."""
 
-        return CudaGraphModule(step, in_keys=[], out_keys=[], warmup=3)
+        def step(batch: TensorDictBase) -> dict[str, Tensor]:
+            flats = [slot.flat() for slot in self._slots]
+            optimizer_inputs = [group.inputs() for group in groups if group.functional]
+            if self.cudagraphs:  # replayed in place: only the batch and the step scalars are copied in
+                for tensor in (*flats, *(t for inputs in optimizer_inputs for t in inputs[:-1])):
+                    torch._dynamo.mark_static_address(tensor)
+            metrics, grads = update(flats, optimizer_inputs, [batch.get(key) for key in self._batch_keys])
+            for group in groups:
+                group.step_count += 1
+                if not group.functional:
+                    group.step_with(grads[self._slots.index(group.slot)])
+            return metrics
 
-    # The objectives: pure functions of a batch, traced whole by torch.compile.
-    def _critic_objective(self, batch: TensorDictBase) -> tuple[torch.Tensor, TensorDict]:
+        return step
+
+    # The objectives: functions of a batch, run on the tensors each update passes in.
+    def _critic_objective(self, batch: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         loss_qvalue, metadata = self.loss.qvalue_loss(batch)
-        return loss_qvalue, TensorDict(loss_qvalue=loss_qvalue.detach(), td_error=metadata["td_error"].mean())
+        return loss_qvalue, {"loss_qvalue": loss_qvalue.detach(), "td_error": metadata["td_error"].mean()}
 
-    def _actor_objective(self, batch: TensorDictBase) -> tuple[torch.Tensor, TensorDict]:
+    def _actor_objective(self, batch: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         loss_actor, metadata = self.loss.actor_loss(batch)
         loss_alpha = self.loss.alpha_loss(metadata["log_prob"], tensordict=batch)
-        metrics = TensorDict(
-            loss_actor=loss_actor.detach(),
-            loss_alpha=loss_alpha.detach(),
-            alpha=self.loss._alpha,
-            entropy=-metadata["log_prob"].mean(),
-        )
+        metrics = {
+            "loss_actor": loss_actor.detach(),
+            "loss_alpha": loss_alpha.detach(),
+            "alpha": self.loss._alpha,
+            "entropy": -metadata["log_prob"].mean(),
+        }
         return loss_actor + loss_alpha, metrics
 
-    # The steps: objective, backward, optimizer.
-    def _critic_step_eager(self, batch: TensorDictBase) -> TensorDict:
-        objective, metrics = self._compiled_critic_objective(batch)
-        self.optimizers.critic.zero_grad(set_to_none=True)
-        objective.backward()
-        self.optimizers.critic.step()
-        return metrics
+    # The updates: pure functions of tensors, each traced whole by torch.compile.
+    def _critic_update(self, flats: list[Tensor], optimizer_inputs: list[list[Tensor]], batch: list[Tensor]):
+        with torch.no_grad(), renorm_barrier(False):  # torch.func computes the gradients: no autograd graph
+            batch_td, inputs = self._batch(batch), iter(optimizer_inputs)
+            return self._gradient_step(self._critic, self._critic_objective, dict(enumerate(flats)), inputs, batch_td)
 
-    def _actor_step_eager(self, batch: TensorDictBase) -> TensorDict:
-        objective, metrics = self._compiled_actor_objective(batch)
-        self.optimizers.actor.zero_grad(set_to_none=True)
-        if self.optimizers.alpha is not None:
-            self.optimizers.alpha.zero_grad(set_to_none=True)
-        objective.backward()
-        self.optimizers.actor.step()
-        if self.optimizers.alpha is not None:
-            self.optimizers.alpha.step()
-        return metrics
+    def _full_update(self, flats: list[Tensor], optimizer_inputs: list[list[Tensor]], batch: list[Tensor]):
+        with torch.no_grad(), renorm_barrier(False):
+            batch_td, inputs, slots = self._batch(batch), iter(optimizer_inputs), dict(enumerate(flats))
+            metrics, grads = self._gradient_step(self._critic, self._critic_objective, slots, inputs, batch_td)
+            actor = self._gradient_step(self._actor, self._actor_objective, slots, inputs, batch_td)
+            return {**metrics, **actor[0]}, {**grads, **actor[1]}
+
+    def _batch(self, tensors: list[Tensor]) -> TensorDict:
+        return TensorDict(dict(zip(self._batch_keys, tensors, strict=True)), batch_size=tensors[0].shape[:1])
+
+    def _named(self, flats: dict[int, Tensor]) -> dict[str, Tensor]:
+        """Every parameter and buffer of the loss, by name, as views of the slots' flat buffers."""
+        named = {}
+        for index, flat in flats.items():
+            slot = self._slots[index]
+            named.update(zip(slot.names, slot.layout.views(flat), strict=True))
+        return named
+
+    def _gradient_step(
+        self,
+        groups: list[_OptimizerGroup],
+        objective: Callable[[TensorDictBase], tuple[Tensor, dict[str, Tensor]]],
+        flats: dict[int, Tensor],
+        optimizer_inputs: Iterator[list[Tensor]],
+        batch: TensorDictBase,
+    ) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
+        """Gradients of ``objective`` w.r.t. the groups' flat parameters, then Adam steps them in place (other
+        optimizers get the gradients back). BRN buffers are inputs too, so the passes may update them."""
+        indices = [self._slots.index(group.slot) for group in groups]
+        trainable = {index: flats[index] for index in indices}
+        frozen = {index: flat for index, flat in flats.items() if index not in trainable}
+
+        def run(trainable, frozen, batch):
+            return functional_call(self._loss_call, self._named({**trainable, **frozen}), (objective, batch))
+
+        grads, (_, metrics) = grad_and_value(run, has_aux=True)(trainable, frozen, batch)
+        eager_grads = {}
+        for group, index in zip(groups, indices, strict=True):
+            if group.functional:
+                adam_step_(flats[index], grads[index], *next(optimizer_inputs))
+            else:
+                eager_grads[index] = grads[index]
+        return metrics, eager_grads
 
     def __call__(self, batch: TensorDictBase) -> TensorDict:
         """Run one update on ``batch``; returns detached metrics of the steps that ran."""
         self.num_updates += 1
-        metrics = self._critic_step(batch)
         if self.num_updates % self.policy_delay == 0:
             self.num_actor_updates += 1
-            metrics = metrics.update(self._actor_step(batch))
-        return metrics
+            return TensorDict(self._full_step(batch))
+        return TensorDict(self._critic_step(batch))
 
     def step(self, trainer, sub_batch: TensorDictBase) -> TensorDict:
         """:class:`~torchrl.trainers.OptimizationStepper` entry point: one update."""
@@ -196,3 +359,5 @@ class CrossQUpdate(OptimizationStepper):
         self.num_actor_updates = int(state["num_actor_updates"])
         for name, optimizer in self.optimizers.all().items():
             optimizer.load_state_dict(state["optimizers"][name])
+        for group in self._critic + self._actor:
+            group.sync_step_count()
