@@ -79,6 +79,14 @@ def test_foreign_file(tmp_path, foreign):
         CrossQ.load(path)
 
 
+def test_older_format_version(tmp_path):
+    """A file of format 1 (crossq_trl 0.1, other critic weight layout) raises CheckpointError saying so."""
+    path = tmp_path / "old.pt"
+    torch.save({"format": "crossq_trl", "format_version": 1, "kind": "model"}, path)
+    with pytest.raises(CheckpointError, match="crossq_trl 0.1"):
+        load_checkpoint(path)
+
+
 def test_newer_format_version(tmp_path):
     path = tmp_path / "future.pt"
     torch.save({"format": "crossq_trl", "format_version": FORMAT_VERSION + 1, "kind": "model"}, path)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 FORMAT = "crossq_trl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the critic's EnsembleLinear weights are stored [E, out, in], like nn.Linear's
 
 
 class CheckpointError(ValueError):
@@ -56,6 +56,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         ) from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a crossq_trl checkpoint (foreign file).")
+    if data.get("format_version", 0) < FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has format version {data.get('format_version')}, written by crossq_trl 0.1, whose "
+            "critic stored its weights [E, in, out] (now [E, out, in]); load it with crossq_trl 0.1."
+        )
     if data.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has format version {data['format_version']}, newer than this crossq_trl "
