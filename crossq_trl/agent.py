@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDict
-from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
@@ -21,6 +20,7 @@ from crossq_trl.modules.critic import make_crossq_critic
 from crossq_trl.modules.mlp import BatchRenormConfig
 from crossq_trl.objectives.crossq_loss import CrossQLoss
 from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from crossq_trl.training.collector import CrossQCollector
 from crossq_trl.training.config import CrossQConfig
 from crossq_trl.training.env_state import snapshot_env
 from crossq_trl.training.envs import EnvLike, make_env
@@ -28,6 +28,7 @@ from crossq_trl.training.replay_buffer import load_replay_buffer_state, make_rep
 from crossq_trl.training.trainer import CrossQTrainer
 from crossq_trl.training.update import CrossQUpdate, make_crossq_optimizers
 
+RANDOM_PHASE_CHUNK = 1000  # env steps per collected batch before learning_starts (no update waits on them)
 POLICY_KWARGS = (
     "net_arch",
     "activation_fn",
@@ -147,7 +148,7 @@ class CrossQ:
         self._log_dir = tensorboard_log or log_dir or "runs"
         self._eval_env_source = eval_env
         self.num_timesteps = 0
-        self.collector: Collector | None = None
+        self.collector: CrossQCollector | None = None
         self.trainer: CrossQTrainer | None = None
         self._env_snapshot: dict[str, Any] | None = None
         if seed is not None:
@@ -227,7 +228,7 @@ class CrossQ:
         remaining = -(-total_timesteps // frames_per_batch) * frames_per_batch
         random_frames = max(0, cfg.learning_starts - self.num_timesteps)
         random_frames = -(-random_frames // frames_per_batch) * frames_per_batch
-        self.collector = Collector(
+        self.collector = CrossQCollector(
             self.env,
             self.actor,
             frames_per_batch=frames_per_batch,
@@ -237,6 +238,8 @@ class CrossQ:
             device=self.device,
             storing_device="cpu",
             auto_register_policy_transforms=False,
+            # a callback sees every step, as in sb3; without one the random phase runs in chunks
+            random_frames_per_batch=1 if callback is not None else RANDOM_PHASE_CHUNK,
         )
         eval_env = None
         if cfg.eval_freq > 0:

@@ -83,7 +83,7 @@ def test_older_format_version(tmp_path):
     """A file of format 1 (crossq_trl 0.1, other critic weight layout) raises CheckpointError saying so."""
     path = tmp_path / "old.pt"
     torch.save({"format": "crossq_trl", "format_version": 1, "kind": "model"}, path)
-    with pytest.raises(CheckpointError, match="crossq_trl 0.1"):
+    with pytest.raises(CheckpointError, match=r"crossq_trl 0\.1"):
         load_checkpoint(path)
 
 

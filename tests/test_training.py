@@ -238,7 +238,7 @@ def test_update_schedule_counts_episodes_and_frames():
 
 def test_multi_env_run_collects_into_the_replay_buffer():
     model = CrossQ("MlpPolicy", "Pendulum-v1", n_envs=2, learning_starts=10, seed=0, **TINY)
-    assert isinstance(model.env.base_env, ParallelEnv) and tuple(model.env.batch_size) == (2,)
+    assert isinstance(model.env, ParallelEnv) and tuple(model.env.batch_size) == (2,)
     model.learn(40)
     assert model.num_timesteps == 40 and model.trainer.collected_frames == 40
     assert len(model.replay_buffer) == 40

@@ -9,14 +9,21 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from torchrl.collectors import Collector
-from torchrl.envs import GymWrapper
+from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
+
+from crossq_trl.training.lean_gym_env import LeanGymEnv
 
 _MUJOCO_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
+def _base_env(collector: Collector) -> EnvBase:
+    env = collector.env
+    return env.base_env if isinstance(env, TransformedEnv) else env
+
+
 def _gym_env(collector: Collector) -> gym.Env | None:
-    base = collector.env.base_env if hasattr(collector.env, "base_env") else collector.env
-    return base._env if isinstance(base, GymWrapper) else None
+    base = _base_env(collector)
+    return base._env if isinstance(base, (GymWrapper, LeanGymEnv)) else None
 
 
 def _time_limits(env: gym.Env) -> list[gym.wrappers.TimeLimit]:
@@ -69,5 +76,4 @@ def restore_env(collector: Collector, snapshot: dict[str, Any] | None) -> None:
         for wrapper, steps in zip(_time_limits(env), saved["elapsed_steps"], strict=True):
             wrapper._elapsed_steps = steps
     else:
-        base = collector.env.base_env if hasattr(collector.env, "base_env") else collector.env
-        base._env = pickle.loads(snapshot["pickled_env"])
+        _base_env(collector)._env = pickle.loads(snapshot["pickled_env"])

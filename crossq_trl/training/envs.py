@@ -7,18 +7,10 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import torch
-from torchrl.envs import (
-    Compose,
-    DoubleToFloat,
-    EnvBase,
-    GymWrapper,
-    ParallelEnv,
-    RewardSum,
-    StepCounter,
-    TransformedEnv,
-)
+from torchrl.envs import Compose, DoubleToFloat, EnvBase, ParallelEnv, RewardSum, StepCounter, TransformedEnv
 
 from crossq_trl.modules.specs import check_action_spec
+from crossq_trl.training.lean_gym_env import LeanGymEnv
 
 EnvLike = str | gym.Env | EnvBase | Callable[[], gym.Env]
 
@@ -43,9 +35,9 @@ def _gym_env(env: str | gym.Env | Callable[[], gym.Env]) -> gym.Env:
     return env
 
 
-def _wrapped_gym_env(env: str | Callable[[], gym.Env]) -> GymWrapper:
+def _lean_gym_env(env: str | Callable[[], gym.Env]) -> LeanGymEnv:
     """Worker-side factory of :func:`make_env`'s ParallelEnv (a picklable function)."""
-    return GymWrapper(_gym_env(env))
+    return LeanGymEnv(_gym_env(env))
 
 
 def _with_crossq_transforms(env: EnvBase) -> TransformedEnv:
@@ -64,22 +56,22 @@ def make_env(
 
     ``env`` is a gymnasium id (``"Pendulum-v1"``), a gymnasium env, a zero-argument
     factory of one, or a TorchRL ``EnvBase`` (used as is, plus the logging transforms).
-    With ``n_envs > 1`` the envs run in worker processes (``ParallelEnv``); that needs an
-    id or a factory. Observations must be vectors (other gymnasium spaces are flattened);
-    actions a bounded Box.
+    Gymnasium envs become :class:`LeanGymEnv`s, which write the float32 observations and
+    the episode statistics themselves; with ``n_envs > 1`` they run in worker processes
+    (``ParallelEnv``), which needs an id or a factory. Observations must be vectors (other
+    gymnasium spaces are flattened); actions a bounded Box.
     """
     if isinstance(env, EnvBase):
         if n_envs != 1:
             raise ValueError("n_envs > 1 needs an env id or a factory, not a built TorchRL env.")
         check_action_spec(env.action_spec)
-        torchrl_env = env
+        torchrl_env = _with_crossq_transforms(env)
     elif n_envs == 1:
-        torchrl_env = GymWrapper(_gym_env(env), device=device)
+        torchrl_env = LeanGymEnv(_gym_env(env), device=device)
     else:
         if isinstance(env, gym.Env):
             raise ValueError("n_envs > 1 needs an env id or a factory (each worker builds its own env).")
-        torchrl_env = ParallelEnv(n_envs, functools.partial(_wrapped_gym_env, env), device=device)
-    torchrl_env = _with_crossq_transforms(torchrl_env)
+        torchrl_env = ParallelEnv(n_envs, functools.partial(_lean_gym_env, env), device=device)
     if seed is not None:
         torchrl_env.set_seed(seed)
     return torchrl_env

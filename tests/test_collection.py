@@ -1,0 +1,134 @@
+"""The lean collection path: LeanGymEnv against TorchRL's GymWrapper and transforms, CrossQCollector against
+TorchRL's Collector, and the replay buffer's fast path against TorchRL's generic one."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
+from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, StepCounter, TransformedEnv
+from torchrl.envs.utils import ExplorationType, check_env_specs
+
+from crossq_trl import make_crossq_actor, make_env, make_replay_buffer
+from crossq_trl.training.collector import CrossQCollector
+from crossq_trl.training.lean_gym_env import LeanGymEnv
+
+
+def reference_env(env_id: str) -> TransformedEnv:
+    """What make_env built before LeanGymEnv: GymWrapper plus the transforms."""
+    return TransformedEnv(GymWrapper(gym.make(env_id)), Compose(DoubleToFloat(), RewardSum(), StepCounter()))
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "InvertedPendulum-v5"])
+def test_lean_env_gives_the_transformed_gym_wrapper_rollout(env_id):
+    """Same seed, same actions: the same observations, rewards, flags, episode returns and step counts as
+    GymWrapper + DoubleToFloat + RewardSum + StepCounter, across an episode end (InvertedPendulum terminates)."""
+    lean, reference = LeanGymEnv(gym.make(env_id)), reference_env(env_id)
+    check_env_specs(lean)
+    for env in (lean, reference):
+        env.set_seed(3)
+    actions = torch.rand(300, *lean.action_spec.shape) * 2 - 1
+    actions = actions * lean.action_spec.space.high
+    rollouts = []
+    for env in (lean, reference):
+        td = env.reset()
+        steps = []
+        for action in actions:
+            td.set("action", action)
+            step, td = env.step_and_maybe_reset(td)
+            steps.append(step.select(*step.keys(True, True), strict=False))
+        rollouts.append(torch.stack(steps))
+    ours, want = rollouts
+    assert want.get(("next", "done")).any() or env_id == "Pendulum-v1"
+    for key in want.keys(True, True):
+        if key in ours.keys(True, True):
+            torch.testing.assert_close(ours.get(key), want.get(key), msg=str(key))
+    assert {("next", "episode_reward"), ("next", "step_count"), ("next", "reward"), "observation"} <= set(
+        ours.keys(True, True)
+    )
+
+
+def test_lean_env_random_actions_are_the_action_specs():
+    """rand_action draws the numbers action_spec.rand() draws (same generator state, same values, in bounds)."""
+    env = LeanGymEnv(gym.make("Pendulum-v1"))
+    torch.manual_seed(0)
+    ours = torch.stack([env.rand_action()["action"] for _ in range(50)])
+    torch.manual_seed(0)
+    want = torch.stack([env.action_spec.rand() for _ in range(50)])
+    torch.testing.assert_close(ours, want, rtol=0, atol=0)
+    assert (ours >= -2).all() and (ours <= 2).all()
+
+
+def test_make_env_builds_lean_envs_and_keeps_other_torchrl_envs():
+    assert isinstance(make_env("Pendulum-v1"), LeanGymEnv)
+    wrapped = make_env(GymWrapper(gym.make("Pendulum-v1")))
+    assert isinstance(wrapped, TransformedEnv)
+    assert {"episode_reward", "step_count"} <= set(wrapped.observation_spec.keys())
+
+
+@pytest.mark.parametrize("random_frames", [0, 300])
+def test_crossq_collector_collects_what_torchrls_collector_collects(random_frames):
+    """Same env seed, policy and torch seed: the lean loop yields the transitions of TorchRL's generic loop (random
+    phase in long chunks included, then one step per batch)."""
+    collected = []
+    for collector_class in (Collector, CrossQCollector):
+        torch.manual_seed(0)
+        env = make_env("Pendulum-v1", seed=0)
+        actor = make_crossq_actor(env, net_arch=[8]).eval()
+        collector = collector_class(
+            env,
+            actor,
+            frames_per_batch=1,
+            total_frames=400,
+            init_random_frames=random_frames,
+            exploration_type=ExplorationType.RANDOM,
+            auto_register_policy_transforms=False,
+        )
+        batches = [
+            batch.select("observation", "action", ("next", "reward"), ("next", "done")).clone() for batch in collector
+        ]
+        collected.append((torch.cat(batches), [batch.numel() for batch in batches]))
+        collector.shutdown()
+    (want, want_sizes), (ours, our_sizes) = collected
+    torch.testing.assert_close(ours, want)
+    assert want_sizes == [1] * 400
+    expected_sizes = ([300] if random_frames else []) + [1] * (400 - random_frames)
+    assert our_sizes == expected_sizes
+
+
+def generic_and_fast_buffers(capacity: int = 7):
+    generic = TensorDictReplayBuffer(storage=LazyTensorStorage(capacity), sampler=RandomSampler(), batch_size=4)
+    return generic, make_replay_buffer(capacity, 4)
+
+
+def transitions(n: int, start: int) -> TensorDict:
+    values = torch.arange(start, start + n, dtype=torch.float32)
+    return TensorDict(
+        {"observation": values[:, None].expand(n, 3).clone(), ("next", "reward"): values[:, None].clone()}, [n]
+    )
+
+
+def test_replay_fast_path_stores_and_samples_what_the_generic_one_does():
+    """Extends of 1 and of several transitions (the cursor wrapping around the capacity), then samples under the
+    same seed: the fast buffer holds, reports and returns exactly what TorchRL's generic buffer does."""
+    generic, fast = generic_and_fast_buffers()
+    start = 0
+    for n in (1, 3, 1, 4, 2, 1):
+        for buffer in (generic, fast):
+            buffer.extend(transitions(n, start))
+        start += n
+        assert len(fast) == len(generic)
+        assert fast._writer._cursor == generic._writer._cursor
+        assert fast.write_count == generic.write_count
+        torch.testing.assert_close(fast[:], generic[:])
+    assert fast._fast_path()
+    for seed in range(3):
+        samples = []
+        for buffer in (generic, fast):
+            torch.manual_seed(seed)
+            samples.append(buffer.sample())
+        torch.testing.assert_close(samples[1], samples[0])
+        assert samples[1].batch_size == (4,)
