@@ -2,6 +2,7 @@
 
 from crossq_trl.agent import CrossQ
 from crossq_trl.modules import (
+    ActingPolicy,
     BatchRenorm1d,
     BatchRenormConfig,
     EnsembleQNet,
@@ -23,6 +24,7 @@ from crossq_trl.training import (
 )
 
 __all__ = [
+    "ActingPolicy",
     "BatchRenorm1d",
     "BatchRenormConfig",
     "CheckpointError",

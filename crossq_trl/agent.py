@@ -15,6 +15,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
 
+from crossq_trl.modules.acting import ActingPolicy
 from crossq_trl.modules.actor import make_crossq_actor
 from crossq_trl.modules.critic import make_crossq_critic
 from crossq_trl.modules.mlp import BatchRenormConfig
@@ -175,6 +176,7 @@ class CrossQ:
         specs = {"observation_spec": self._specs["observation"], "action_spec": self._specs["action"]}
         self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network)
         self.actor.eval()  # acting and evaluation always use BRN running statistics
+        self.acting_policy = ActingPolicy(self.actor)
         self.critic = make_crossq_critic(
             **specs, n_critics=cfg.n_critics, net_arch=cfg.critic_arch(), device=self.device, **network
         )
@@ -230,7 +232,7 @@ class CrossQ:
         random_frames = -(-random_frames // frames_per_batch) * frames_per_batch
         self.collector = CrossQCollector(
             self.env,
-            self.actor,
+            self.acting_policy,
             frames_per_batch=frames_per_batch,
             total_frames=remaining,
             init_random_frames=random_frames,
@@ -345,7 +347,7 @@ class CrossQ:
         td = TensorDict({"observation": obs}, batch_size=obs.shape[:-1], device=self.device)
         exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
         with torch.no_grad(), set_exploration_type(exploration):
-            action = self.actor(td).get("action")
+            action = self.acting_policy(td).get("action")
         return action.cpu().numpy(), None
 
     def get_env(self) -> EnvBase | None:

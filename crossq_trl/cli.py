@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _final_evaluation(model: CrossQ, env_id: str, episodes: int, seed: int | None) -> tuple[float, float]:
     env = make_env(env_id, seed=None if seed is None else seed + 20_000, device=model.device)
-    returns, _ = evaluate_policy(env, model.actor, episodes)
+    returns, _ = evaluate_policy(env, model.acting_policy, episodes)
     return returns.mean().item(), returns.std(correction=0).item()
 
 
@@ -109,7 +109,7 @@ def evaluate(args: argparse.Namespace) -> None:
     if env_id is None:
         raise SystemExit("This model's env was not saved by id: pass --env ENV_ID.")
     env = make_env(env_id, seed=args.seed, device=model.device)
-    returns, lengths = evaluate_policy(env, model.actor, args.episodes, deterministic=not args.stochastic)
+    returns, lengths = evaluate_policy(env, model.acting_policy, args.episodes, deterministic=not args.stochastic)
     print(
         f"{env_id}: mean return {returns.mean().item():.2f} +/- {returns.std(correction=0).item():.2f} over "
         f"{args.episodes} episodes (mean length {lengths.float().mean().item():.0f})",

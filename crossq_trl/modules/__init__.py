@@ -1,5 +1,6 @@
 """Networks and layers: Batch Renormalization, the CrossQ actor and the critic ensemble."""
 
+from crossq_trl.modules.acting import ActingPolicy
 from crossq_trl.modules.actor import GaussianActorNet, make_crossq_actor
 from crossq_trl.modules.batch_renorm import BatchRenorm1d
 from crossq_trl.modules.critic import EnsembleQNet, make_crossq_critic
@@ -9,6 +10,7 @@ from crossq_trl.modules.modes import training_mode
 from crossq_trl.modules.qvalue_ensemble import QValueEnsemble
 
 __all__ = [
+    "ActingPolicy",
     "BatchRenorm1d",
     "BatchRenormConfig",
     "EnsembleLinear",
