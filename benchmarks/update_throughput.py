@@ -67,6 +67,7 @@ from crossq_trl import (
     make_crossq_optimizers,
     make_replay_buffer,
 )
+from crossq_trl.training.host_memory import keep_freed_memory
 
 BUFFER_TRANSITIONS = 20_000
 LEARNING_RATE = 1e-3
@@ -492,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         # XLA's CPU thread pool ignores thread flags and uses every CPU the process may run on: pin the
         # process (before jax loads) so that every implementation gets the same N CPUs.
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    keep_freed_memory()  # process-wide: every implementation measured here runs with it
 
     if args.profile:
         profile_compiled(args.critics[0], args.out)

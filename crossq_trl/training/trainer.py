@@ -17,6 +17,7 @@ from torchrl.trainers import Trainer
 from crossq_trl.training.checkpoint import rng_state, save_checkpoint, set_rng_state
 from crossq_trl.training.env_state import restore_env, snapshot_env
 from crossq_trl.training.hooks import Callback, EpisodeStatistics, PeriodicEvaluation, Throughput, scalars
+from crossq_trl.training.host_memory import keep_freed_memory
 from crossq_trl.training.replay_buffer import load_replay_buffer_state, replay_buffer_state
 from crossq_trl.training.update import CrossQUpdate
 
@@ -109,6 +110,8 @@ class CrossQTrainer(Trainer):
             auto_log_optim_steps=False,
         )
         update.loss.actor_network.eval()  # acting uses the BRN running statistics; the loss sets its own modes
+        if update.device.type == "cpu":
+            keep_freed_memory()
         self.schedule = UpdateSchedule(train_freq, gradient_steps)
         self.learning_rate = learning_rate
         self.verbose = verbose
