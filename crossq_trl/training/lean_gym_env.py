@@ -57,6 +57,7 @@ class LeanGymEnv(EnvBase):
         self.reward_spec = Unbounded((1,), dtype=torch.float32, device=device)
         self.done_spec = Composite({key: flag.clone() for key in _DONE_KEYS}, device=device)
         self._action_low, self._action_high = self.action_spec.space.low, self.action_spec.space.high
+        self._action_span = self._action_high - self._action_low
 
     def _set_seed(self, seed: int | None) -> None:
         self._env.reset(seed=seed)
@@ -72,13 +73,17 @@ class LeanGymEnv(EnvBase):
         terminated: bool,
         truncated: bool,
     ) -> TensorDict:
-        flags = {"done": terminated or truncated, "terminated": terminated, "truncated": truncated}
-        return TensorDict(
+        flags = torch.tensor([terminated or truncated, terminated, truncated], device=self.device)
+        # _new_unsafe skips the constructor's per-entry checks (shape, device), half of its cost; every entry
+        # here is built with the right shape on the env's device. TorchRL uses it on its own hot paths.
+        return TensorDict._new_unsafe(
             {
                 "observation": self._observation(observation),
                 "episode_reward": episode_reward,
                 "step_count": step_count,
-                **{key: torch.tensor([value], device=self.device) for key, value in flags.items()},
+                "done": flags[0:1],
+                "terminated": flags[1:2],
+                "truncated": flags[2:3],
             },
             batch_size=self.batch_size,
             device=self.device,
@@ -91,7 +96,8 @@ class LeanGymEnv(EnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
         """The episode statistics continue those of ``tensordict`` (0 when it has none), as the transforms do."""
-        action = tensordict.get("action").detach().cpu().numpy()
+        action = tensordict.get("action")
+        action = (action if action.device.type == "cpu" else action.cpu()).numpy()
         observation, reward, terminated, truncated, _ = self._env.step(action)
         reward = torch.tensor([float(reward)], dtype=torch.float32, device=self.device)
         episode_reward = tensordict.get("episode_reward", None)
@@ -113,7 +119,7 @@ class LeanGymEnv(EnvBase):
     def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
         """A uniform random action in the bounds (the numbers ``action_spec.rand()`` draws)."""
         low, high = self._action_low, self._action_high
-        action = (torch.zeros(low.shape, device=self.device).uniform_() * (high - low) + low).clamp(low, high)
+        action = (torch.empty(low.shape, device=self.device).uniform_() * self._action_span + low).clamp(low, high)
         if tensordict is None:
             tensordict = TensorDict(batch_size=self.batch_size, device=self.device)
         tensordict.set("action", action)
