@@ -176,7 +176,7 @@ class CrossQ:
         specs = {"observation_spec": self._specs["observation"], "action_spec": self._specs["action"]}
         self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network)
         self.actor.eval()  # acting and evaluation always use BRN running statistics
-        self.acting_policy = ActingPolicy(self.actor)
+        self.acting_policy = ActingPolicy(self.actor, compile=cfg.compile)
         self.critic = make_crossq_critic(
             **specs, n_critics=cfg.n_critics, net_arch=cfg.critic_arch(), device=self.device, **network
         )

@@ -12,7 +12,14 @@ from torch import nn
 from torchrl.data import Bounded, Categorical, OneHot, Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from crossq_trl import BatchRenorm1d, BatchRenormConfig, EnsembleQNet, make_crossq_actor, make_crossq_critic
+from crossq_trl import (
+    ActingPolicy,
+    BatchRenorm1d,
+    BatchRenormConfig,
+    EnsembleQNet,
+    make_crossq_actor,
+    make_crossq_critic,
+)
 from crossq_trl.modules import EnsembleLinear, GaussianActorNet
 
 OBS_DIM, ACT_DIM = 3, 2
@@ -280,3 +287,32 @@ def test_bad_net_arch_raises(observation_spec, action_spec):
     for net_arch in ([], [8, 0]):
         with pytest.raises(ValueError, match="net_arch"):
             make_crossq_actor(observation_spec=observation_spec, action_spec=action_spec, net_arch=net_arch)
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_acting_policy_acts_as_the_actor(observation_spec, action_spec, ref, compile):
+    """ActingPolicy's deterministic action is the actor's (rescaled tanh of the mean head); its random actions are
+    the squashed Gaussian of the actor's (loc, scale) with the torch generator's noise, in the bounds; acting never
+    moves the BRN statistics, even with the actor left in train mode."""
+    actor = make_crossq_actor(observation_spec=observation_spec, action_spec=action_spec, net_arch=[8, 8])
+    ref.randomize_brn(actor, steps=5)
+    policy = ActingPolicy(actor, compile=compile)
+    obs = torch.randn(5, OBS_DIM)
+    actor.eval()
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        want = actor(TensorDict({"observation": obs}, [5]))["action"]
+        got = policy(TensorDict({"observation": obs}, [5]))["action"]
+    torch.testing.assert_close(got, want)
+
+    actor.train()
+    buffers = {name: b.clone() for name, b in actor.named_buffers()}
+    torch.manual_seed(3)
+    got = policy(TensorDict({"observation": obs}, [5]))["action"]
+    torch.manual_seed(3)
+    noise = torch.randn(5, ACT_DIM)
+    loc, scale = ref.actor(actor.module[0].module, obs, training=False)
+    low, high = action_spec.space.low, action_spec.space.high
+    torch.testing.assert_close(got, low + (high - low) * (torch.tanh(loc + scale * noise) + 1) / 2)
+    assert actor.training  # its mode is given back
+    for name, buffer in actor.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name

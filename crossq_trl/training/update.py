@@ -3,7 +3,6 @@ call, each kind of step one compiled graph from the replay batch to the updated 
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from torch.optim import Optimizer
 from torchrl.trainers import OptimizationStepper
 
 from crossq_trl.modules.batch_renorm import renorm_barrier
+from crossq_trl.modules.compiled import compile_method
 from crossq_trl.objectives.crossq_loss import CrossQLoss
 from crossq_trl.training.flat_tensors import FlatTensors
 from crossq_trl.training.functional_adam import (
@@ -144,27 +144,7 @@ class _OptimizerGroup:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _own_code(method: Callable) -> Callable:
-    """``method`` with a code object of its own. ``torch.compile`` keeps one cache of graphs per code object,
-    and this update keeps only the tensor guards (below): a code object per CrossQUpdate keeps each one's
-    graphs, specialised to its loss and networks, from ever being used by another."""
-    function = method.__func__
-    code = function.__code__.replace()
-    copy = types.FunctionType(
-        code, function.__globals__, function.__name__, function.__defaults__, function.__closure__
-    )
-    return types.MethodType(copy, method.__self__)
-
-
-def _input_guards(guards) -> list[bool]:
-    """Keep only the guards on the tensors passed in (dtype, shape, strides). Everything else the update reads
-    (module structure, loss configuration, the modules' own parameters, swapped out by ``functional_call``)
-    is fixed for the life of a CrossQUpdate, and checking the thousands of guards Dynamo installs on it would
-    cost more than a small update itself."""
-    return [guard.guard_type == "TENSOR_MATCH" and guard.name.startswith(_UPDATE_ARGS) for guard in guards]
-
-
-_UPDATE_ARGS = ("flats[", "optimizer_inputs[", "batch[")
+_UPDATE_ARGS = ("flats", "optimizer_inputs", "batch")  # the tensor arguments of the updates
 
 
 class CrossQUpdate(OptimizationStepper):
@@ -242,15 +222,12 @@ class CrossQUpdate(OptimizationStepper):
 
         critic_update, actor_update = self._critic_update, self._actor_update
         if compile:
-            options = {"guard_filter_fn": _input_guards}
-            if device.type == "cpu":
-                # Give per-feature values (BRN statistics, r, d) buffers of their own: inlined, they are
-                # recomputed, square roots and divisions included, for every vector of every activation.
-                options["realize_cpu_opcount_threshold"] = 4
-            mode = "reduce-overhead" if cudagraphs else None
-            compile_options = {"fullgraph": True, "dynamic": False, "mode": mode, "options": options}
-            critic_update = torch.compile(_own_code(critic_update), **compile_options)
-            actor_update = torch.compile(_own_code(actor_update), **compile_options)
+            # On CPU, per-feature values (BRN statistics, r, d) get buffers of their own: inlined, they would be
+            # recomputed, square roots and divisions included, for every vector of every activation.
+            options = {"realize_cpu_opcount_threshold": 4} if device.type == "cpu" else None
+            compile_options = {"mode": "reduce-overhead" if cudagraphs else None, "options": options}
+            critic_update = compile_method(critic_update, _UPDATE_ARGS, **compile_options)
+            actor_update = compile_method(actor_update, _UPDATE_ARGS, **compile_options)
         self._critic_step = self._stepper(critic_update, self._critic)
         self._actor_step = self._stepper(actor_update, self._actor)
 
