@@ -131,8 +131,10 @@ def filled_replay_buffer():
 
 
 class CrossQTrlRunner(Runner):
-    def __init__(self, critic_arch: list[int], *, compile: bool) -> None:
-        self.name = "crossq_trl (compiled)" if compile else "crossq_trl (eager)"
+    def __init__(self, critic_arch: list[int], *, compile: bool, precision: str = "float32") -> None:
+        self.name = ("crossq_trl (compiled)" if compile else "crossq_trl (eager)") + (
+            "" if precision == "float32" else f" {precision}"
+        )
         torch.manual_seed(0)
         specs = {"observation_spec": Composite(observation=Unbounded((OBS_DIM,))), "action_spec": action_spec()}
         actor = make_crossq_actor(**specs, net_arch=list(ACTOR_ARCH))
@@ -140,7 +142,11 @@ class CrossQTrlRunner(Runner):
         loss = CrossQLoss(actor, critic)
         loss.make_value_estimator(gamma=0.99)
         self.crossq_update = CrossQUpdate(
-            loss, make_crossq_optimizers(loss, learning_rate=LEARNING_RATE), policy_delay=POLICY_DELAY, compile=compile
+            loss,
+            make_crossq_optimizers(loss, learning_rate=LEARNING_RATE),
+            policy_delay=POLICY_DELAY,
+            compile=compile,
+            precision=precision,
         )
         self.buffer = filled_replay_buffer()
 
@@ -287,12 +293,14 @@ class TorchRLRunner(Runner):
 # --- the benchmark ------------------------------------------------------------------------------------------------
 
 
-def make_runners(critic: int, peers: bool) -> dict[str, Callable[[], Runner]]:
+def make_runners(critic: int, peers: bool, bf16: bool = False) -> dict[str, Callable[[], Runner]]:
     arch = [critic, critic]
     factories: dict[str, Callable[[], Runner]] = {
         "crossq_trl_eager": lambda: CrossQTrlRunner(arch, compile=False),
         "crossq_trl_compiled": lambda: CrossQTrlRunner(arch, compile=True),
     }
+    if bf16:
+        factories["crossq_trl_compiled_bf16"] = lambda: CrossQTrlRunner(arch, compile=True, precision="bf16")
     if peers:
         factories["sb3_contrib"] = lambda: Sb3ContribRunner(arch)
         try:
@@ -310,11 +318,11 @@ def cycles(n: float) -> int:
     return max(2, round(n / POLICY_DELAY)) * POLICY_DELAY
 
 
-def bench_critic(critic: int, peers: bool, rounds: int, seconds: float) -> dict[str, Any]:
+def bench_critic(critic: int, peers: bool, rounds: int, seconds: float, bf16: bool = False) -> dict[str, Any]:
     log(f"critic [{critic}, {critic}]: building and warming up")
     runners: dict[str, Runner] = {}
     setup: dict[str, dict[str, float]] = {}
-    for key, factory in make_runners(critic, peers).items():
+    for key, factory in make_runners(critic, peers, bf16).items():
         start = time.perf_counter()
         runner = factory()
         built = time.perf_counter()
@@ -334,8 +342,12 @@ def bench_critic(critic: int, peers: bool, rounds: int, seconds: float) -> dict[
         log(f"  {runner.name}: build {built - start:.1f}s, warm-up {warm - built:.1f}s, ~{rate:.1f} updates/s")
     # The compiled update runs the eager update's matmuls: count them on the eager path (a dispatch mode around a
     # compiled graph would only see its extern kernels, and could make it recompile).
-    flops = {key: runner.flops_per_update() for key, runner in runners.items() if key != "crossq_trl_compiled"}
-    flops["crossq_trl_compiled"] = flops["crossq_trl_eager"]
+    flops = {
+        key: runner.flops_per_update() for key, runner in runners.items() if not key.startswith("crossq_trl_compiled")
+    }
+    for key in runners:
+        if key.startswith("crossq_trl_compiled"):
+            flops[key] = flops["crossq_trl_eager"]
     log(f"critic [{critic}, {critic}]: timing {rounds} rounds")
     timed = {key: (lambda r=runner, n=setup[key]["updates_per_run"]: r.rate(n)) for key, runner in runners.items()}
     rates = alternate(timed, rounds, log)
@@ -479,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--critics", type=int, nargs="+", default=[1024, 256], help="critic widths (2 layers)")
     parser.add_argument("--peers", action="store_true", help="also sb3-contrib, SBX (if installed) and TorchRL")
+    parser.add_argument("--bf16", action="store_true", help="also crossq_trl compiled with precision='bf16'")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--seconds", type=float, default=3.0, help="approximate duration of one timed run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -503,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_before = sgemm_peak()
     results = []
     for critic in args.critics:
-        results.append(bench_critic(critic, args.peers, args.rounds, args.seconds))
+        results.append(bench_critic(critic, args.peers, args.rounds, args.seconds, args.bf16))
     peak_after = sgemm_peak()
     peak = {name: max(peak_before[name], peak_after[name]) for name in peak_before}
     log("sgemm peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))

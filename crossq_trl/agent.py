@@ -196,7 +196,9 @@ class CrossQ:
             optimizer_class=cfg.optimizer(),
             optimizer_kwargs=cfg.optimizer_kwargs,
         )
-        self.update = CrossQUpdate(self.loss_module, optimizers, policy_delay=cfg.policy_delay, compile=cfg.compile)
+        self.update = CrossQUpdate(
+            self.loss_module, optimizers, policy_delay=cfg.policy_delay, compile=cfg.compile, precision=cfg.precision
+        )
         self.replay_buffer = make_replay_buffer(
             cfg.buffer_size, cfg.batch_size, storage=cfg.replay_buffer_storage, scratch_dir=cfg.replay_buffer_dir
         )

@@ -129,6 +129,7 @@ BAD_VALUES = [
     ("replay_buffer_storage", "disk"),
     ("eval_freq", -5),
     ("n_eval_episodes", 0),
+    ("precision", "fp16"),
 ]
 
 

@@ -179,3 +179,39 @@ def test_set_learning_rate_takes_effect_without_recompiling(loss, make_batch):
         for _ in range(POLICY_DELAY):
             update(make_batch(BATCH))
         assert set(parameters) <= changed(before, loss)
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_bf16_update_is_float32_within_bfloat16_rounding(loss, make_batch, compile):
+    """precision='bf16': the products run in bfloat16 (the numbers differ from float32) while BRN statistics,
+    losses and weights stay float32 and within bfloat16 rounding of the float32 update's."""
+    results = {}
+    for precision in ("float32", "bf16"):
+        torch.manual_seed(0)
+        copy_of_loss = copy.deepcopy(loss)
+        update = CrossQUpdate(
+            copy_of_loss,
+            make_crossq_optimizers(copy_of_loss),
+            policy_delay=POLICY_DELAY,
+            compile=compile,
+            precision=precision,
+        )
+        torch.manual_seed(1)
+        metrics = [update(make_batch(BATCH)) for _ in range(POLICY_DELAY)]
+        results[precision] = (torch.stack([m["loss_qvalue"] for m in metrics]), copy_of_loss.state_dict())
+    (want_losses, want_state), (got_losses, got_state) = results["float32"], results["bf16"]
+    assert not torch.equal(got_losses, want_losses)
+    torch.testing.assert_close(got_losses, want_losses, rtol=3e-2, atol=3e-2)
+    for name, value in got_state.items():
+        assert value.dtype == want_state[name].dtype, name
+        if value.is_floating_point():
+            torch.testing.assert_close(value, want_state[name], rtol=5e-2, atol=5e-3, msg=name)
+
+
+def test_precision_is_checked(loss):
+    """An unknown precision and TF32 on a CPU raise ValueError saying what to use instead."""
+    optimizers = make_crossq_optimizers(loss)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        CrossQUpdate(loss, optimizers, precision="fp16")
+    with pytest.raises(ValueError, match="CUDA matmul mode"):
+        CrossQUpdate(loss, optimizers, precision="tf32")

@@ -29,8 +29,8 @@ class GaussianActorNet(nn.Module):
 
     def forward(self, *observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(concat_features(observations))
-        log_std = self.log_std(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return self.mean(features), log_std.exp()
+        log_std = self.log_std(features).float().clamp(LOG_STD_MIN, LOG_STD_MAX)  # float32 under autocast
+        return self.mean(features).float(), log_std.exp()
 
 
 def make_crossq_actor(

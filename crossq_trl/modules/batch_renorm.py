@@ -172,6 +172,7 @@ class BatchRenorm1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        x = x.to(self.running_mean.dtype)  # under bf16 autocast: statistics and normalisation stay in float32
         x_hat = self._normalize_train(x) if self.training else self._normalize_eval(x)
         if self.weight is None:
             return x_hat

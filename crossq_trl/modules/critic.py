@@ -39,7 +39,7 @@ class EnsembleQNet(nn.Module):
         batch_shape = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1]).T  # [features, N]
         q = self.head(self.body(x.expand(self.n_critics, *x.shape)))  # [E, 1, N]
-        return q.view(self.n_critics, -1).T.reshape(*batch_shape, self.n_critics)
+        return q.view(self.n_critics, -1).T.reshape(*batch_shape, self.n_critics).float()  # float32 under autocast
 
 
 def make_crossq_critic(

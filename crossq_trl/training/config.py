@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from crossq_trl.training.precision import PRECISIONS
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -64,6 +66,7 @@ class CrossQConfig:
     seed: int | None = None
     device: str = "auto"
     compile: bool = True
+    precision: str = "float32"
     stats_window_size: int = 100
     replay_buffer_storage: str = "memory"
     replay_buffer_dir: str | None = None
@@ -87,6 +90,7 @@ class CrossQConfig:
         )
         _check("batch_norm_momentum", self.batch_norm_momentum, "a float in (0, 1]", lambda v: 0.0 < v <= 1.0)
         _check("batch_norm_eps", self.batch_norm_eps, "a float > 0", lambda v: v > 0.0)
+        _check("precision", self.precision, f"one of {PRECISIONS}", lambda v: v in PRECISIONS)
         _check(
             "replay_buffer_storage",
             self.replay_buffer_storage,

@@ -25,6 +25,7 @@ from crossq_trl.training.functional_adam import (
     init_adam_state,
     supports_functional_adam,
 )
+from crossq_trl.training.precision import check_precision, enable_tf32, matmul_precision
 
 
 @dataclass
@@ -179,6 +180,9 @@ class CrossQUpdate(OptimizationStepper):
         policy_delay: actor and temperature update once every this many calls.
         compile: compile the updates (``False`` runs the same code eagerly).
         cudagraphs: replay the compiled steps as CUDA graphs (default: when on CUDA and compiling).
+        precision: ``"float32"`` (default); ``"bf16"``: matrix products in bfloat16 (autocast), for CPUs with
+            AMX / AVX512-BF16 and for GPUs, with Batch Renormalization, losses and optimizer in float32;
+            ``"tf32"``: TF32 CUDA matmuls (a process-wide PyTorch setting).
     """
 
     def __init__(
@@ -189,6 +193,7 @@ class CrossQUpdate(OptimizationStepper):
         policy_delay: int = 3,
         compile: bool = True,
         cudagraphs: bool | None = None,
+        precision: str = "float32",
     ) -> None:
         if policy_delay < 1:
             raise ValueError(f"policy_delay must be >= 1, got {policy_delay}.")
@@ -204,6 +209,10 @@ class CrossQUpdate(OptimizationStepper):
             raise ValueError("cudagraphs=True needs compile=True and the loss on a CUDA device.")
         self.compiled = compile
         self.cudagraphs = cudagraphs
+        check_precision(precision, device)
+        self.precision = precision
+        if precision == "tf32":
+            enable_tf32()
 
         self._loss_call = _LossCall(loss)
         names = {id(t): f"loss.{name}" for name, t in [*loss.named_parameters(), *loss.named_buffers()]}
@@ -302,7 +311,8 @@ class CrossQUpdate(OptimizationStepper):
         frozen = {index: flat for index, flat in flats.items() if index not in trainable}
 
         def run(trainable, frozen, batch):
-            return functional_call(self._loss_call, self._named({**trainable, **frozen}), (objective, batch))
+            with matmul_precision(self.precision, self.device):
+                return functional_call(self._loss_call, self._named({**trainable, **frozen}), (objective, batch))
 
         grads, (_, metrics) = grad_and_value(run, has_aux=True)(trainable, frozen, batch)
         eager_grads = {}
