@@ -101,13 +101,15 @@ def machine_markdown(info: dict[str, Any]) -> str:
     )
 
 
-def sgemm_peak(repeats: int = 5, min_seconds: float = 0.3) -> dict[str, float]:
-    """Best float32 matmul throughput (GFLOP/s) with the current torch thread count, on the two shapes of a
-    [1024, 1024] critic layer: 1024x1024 @ 1024x1024 and 512x1024 @ 1024x1024 (a joint 2x256 batch)."""
+def sgemm_peak(device: torch.device | str = "cpu", repeats: int = 5, min_seconds: float = 0.3) -> dict[str, float]:
+    """Best float32 matmul throughput (GFLOP/s) with the current torch thread count (or on the GPU), on the two
+    shapes of a [1024, 1024] critic layer: 1024x1024 @ 1024x1024 and 512x1024 @ 1024x1024 (a joint 2x256 batch)."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     results = {}
     for rows in (1024, 512):
-        a, b = torch.randn(rows, 1024), torch.randn(1024, 1024)
-        out = torch.empty(rows, 1024)
+        a, b = torch.randn(rows, 1024, device=device), torch.randn(1024, 1024, device=device)
+        out = torch.empty(rows, 1024, device=device)
         flops = 2.0 * rows * 1024 * 1024
         for _ in range(3):
             torch.mm(a, b, out=out)
@@ -116,6 +118,7 @@ def sgemm_peak(repeats: int = 5, min_seconds: float = 0.3) -> dict[str, float]:
             count, start = 0, time.perf_counter()
             while (elapsed := time.perf_counter() - start) < min_seconds:
                 torch.mm(a, b, out=out)
+                sync()
                 count += 1
             best = max(best, count * flops / elapsed / 1e9)
         results[f"mm_{rows}x1024x1024"] = best

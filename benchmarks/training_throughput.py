@@ -55,7 +55,7 @@ def common_kwargs(critic: int, args: argparse.Namespace) -> dict[str, Any]:
         "policy_delay": POLICY_DELAY,
         "policy_kwargs": {"net_arch": {"pi": list(ACTOR_ARCH), "qf": [critic, critic]}},
         "seed": args.seed,
-        "device": "cpu",
+        "device": args.device,
         "verbose": 0,
     }
 
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs per implementation")
     parser.add_argument("--impls", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="device of every implementation (JAX: its default device)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads, and CPUs the process is pinned to")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
     parser.add_argument("--name", default="training_throughput", help="output file stem")

@@ -70,6 +70,7 @@ from crossq_trl import (
 from crossq_trl.training.host_memory import keep_freed_memory
 
 BUFFER_TRANSITIONS = 20_000
+DEVICE = torch.device("cpu")  # --device
 LEARNING_RATE = 1e-3
 ADAM_BETAS = (0.5, 0.999)
 # updates/s of the peers on a 2-core CPU, from shared/REFERENCE.md (another machine, shown for orientation only)
@@ -98,6 +99,8 @@ class Runner:
         gc.collect()
         start = time.perf_counter()
         self.update(n)
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         return n / (time.perf_counter() - start)
 
 
@@ -137,8 +140,8 @@ class CrossQTrlRunner(Runner):
         )
         torch.manual_seed(0)
         specs = {"observation_spec": Composite(observation=Unbounded((OBS_DIM,))), "action_spec": action_spec()}
-        actor = make_crossq_actor(**specs, net_arch=list(ACTOR_ARCH))
-        critic = make_crossq_critic(**specs, net_arch=critic_arch)
+        actor = make_crossq_actor(**specs, net_arch=list(ACTOR_ARCH), device=DEVICE)
+        critic = make_crossq_critic(**specs, net_arch=critic_arch, device=DEVICE)
         loss = CrossQLoss(actor, critic)
         loss.make_value_estimator(gamma=0.99)
         self.crossq_update = CrossQUpdate(
@@ -152,7 +155,7 @@ class CrossQTrlRunner(Runner):
 
     def update(self, n: int) -> None:
         for _ in range(n):
-            self.crossq_update(self.buffer.sample())
+            self.crossq_update(self.buffer.sample().to(DEVICE))
 
 
 # --- sb3-contrib and SBX ------------------------------------------------------------------------------------------
@@ -185,7 +188,7 @@ def sb3_style_model(cls, critic_arch: list[int]):
         policy_delay=POLICY_DELAY,
         policy_kwargs={"net_arch": {"pi": list(ACTOR_ARCH), "qf": critic_arch}},
         seed=0,
-        device="cpu",
+        device=DEVICE.type,
     )
     model.set_logger(configure(None, [""]))
     fill_sb3_buffer(model, BUFFER_TRANSITIONS)
@@ -309,7 +312,8 @@ def make_runners(critic: int, peers: bool, bf16: bool = False) -> dict[str, Call
             factories["sbx"] = lambda: SbxRunner(arch)
         except ImportError:
             log("sbx not importable: SBX skipped (pip install sbx-rl)")
-        factories["torchrl"] = lambda: TorchRLRunner(arch)
+        if DEVICE.type == "cpu":
+            factories["torchrl"] = lambda: TorchRLRunner(arch)
     return factories
 
 
@@ -492,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--critics", type=int, nargs="+", default=[1024, 256], help="critic widths (2 layers)")
     parser.add_argument("--peers", action="store_true", help="also sb3-contrib, SBX (if installed) and TorchRL")
     parser.add_argument("--bf16", action="store_true", help="also crossq_trl compiled with precision='bf16'")
+    parser.add_argument("--device", default="cpu", help="device of the PyTorch implementations (cuda: CUDA graphs)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     parser.add_argument("--seconds", type=float, default=3.0, help="approximate duration of one timed run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -508,16 +513,18 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
     keep_freed_memory()  # process-wide: every implementation measured here runs with it
 
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.profile:
         profile_compiled(args.critics[0], args.out)
         return 0
     info = machine_info()
     log(f"{info['cpu_model']}, {info['logical_cpus']} CPUs, torch {torch.__version__}, {info['torch_threads']} threads")
-    peak_before = sgemm_peak()
+    peak_before = sgemm_peak(DEVICE)
     results = []
     for critic in args.critics:
         results.append(bench_critic(critic, args.peers, args.rounds, args.seconds, args.bf16))
-    peak_after = sgemm_peak()
+    peak_after = sgemm_peak(DEVICE)
     peak = {name: max(peak_before[name], peak_after[name]) for name in peak_before}
     log("sgemm peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peak.items()))
     for result in results:
