@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.data import ReplayBuffer
@@ -20,6 +21,8 @@ from crossq_trl.training.hooks import Callback, EpisodeStatistics, PeriodicEvalu
 from crossq_trl.training.host_memory import keep_freed_memory
 from crossq_trl.training.replay_buffer import load_replay_buffer_state, replay_buffer_state
 from crossq_trl.training.update import CrossQUpdate
+
+_CPU = torch.device("cpu")
 
 
 class UpdateSchedule:
@@ -145,7 +148,12 @@ class CrossQTrainer(Trainer):
 
     def _store(self, batch: TensorDictBase) -> TensorDictBase:
         """Add the collected transitions to the replay buffer, keeping only what the loss reads."""
-        self.replay_buffer.extend(batch.reshape(-1).select(*self.loss_module.in_keys).cpu())
+        transitions = batch.select(*self.loss_module.in_keys)
+        if transitions.ndim != 1:
+            transitions = transitions.reshape(-1)
+        if transitions.device != _CPU:
+            transitions = transitions.cpu()
+        self.replay_buffer.extend(transitions)
         return batch
 
     def _sample(self, batch: TensorDictBase) -> TensorDictBase:
