@@ -47,8 +47,8 @@ class ActingPolicy(TensorDictModuleBase):
         self.register_buffer("half_range", (bounds["high"] - bounds["low"]) / 2)
         self._sample, self._mode = self._sample_action, self._mode_action
         if compile:
-            self._sample = compile_method(self._sample_action, ("observations", "noise"))
-            self._mode = compile_method(self._mode_action, ("observations",))
+            self._sample = compile_method(self._sample_action, ("observations", "noise"), device=self.low.device)
+            self._mode = compile_method(self._mode_action, ("observations",), device=self.low.device)
 
     def _sample_action(self, observations: list[Tensor], noise: Tensor) -> Tensor:
         loc, scale = self.net(*observations)

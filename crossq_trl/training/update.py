@@ -234,7 +234,7 @@ class CrossQUpdate(OptimizationStepper):
             # On CPU, per-feature values (BRN statistics, r, d) get buffers of their own: inlined, they would be
             # recomputed, square roots and divisions included, for every vector of every activation.
             options = {"realize_cpu_opcount_threshold": 4} if device.type == "cpu" else None
-            compile_options = {"mode": "reduce-overhead" if cudagraphs else None, "options": options}
+            compile_options = {"device": device, "mode": "reduce-overhead" if cudagraphs else None, "options": options}
             critic_update = compile_method(critic_update, _UPDATE_ARGS, **compile_options)
             actor_update = compile_method(actor_update, _UPDATE_ARGS, **compile_options)
         self._critic_step = self._stepper(critic_update, self._critic)
