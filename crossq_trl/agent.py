@@ -222,6 +222,7 @@ class CrossQ:
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_interval: int = 50_000,
         save_replay_buffer: bool = True,
+        on_checkpoint_error: str = "stop",
     ) -> CrossQTrainer:
         if self.env is None:
             raise ValueError("No env: pass one to CrossQ(...) / CrossQ.load(..., env=...) or call set_env().")
@@ -272,6 +273,7 @@ class CrossQ:
             checkpoint_path=checkpoint_path,
             checkpoint_interval=checkpoint_interval,
             save_replay_buffer=save_replay_buffer,
+            on_checkpoint_error=on_checkpoint_error,
             callback=None if callback is None else lambda trainer: self._on_step(trainer, callback),
             extra_state=lambda: {
                 **self._model_state(),
@@ -302,11 +304,19 @@ class CrossQ:
         *,
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_interval: int = 50_000,
+        on_checkpoint_error: str = "stop",
     ) -> CrossQ:
         """Train for ``total_timesteps`` env steps. ``callback(model)`` runs after every
         collected batch and stops training by returning False. ``log_interval`` counts
         episodes between reports. With ``checkpoint_path`` the full training state is
-        saved every ``checkpoint_interval`` steps and at the end (see :meth:`resume`)."""
+        saved every ``checkpoint_interval`` steps and at the end (see :meth:`resume`).
+
+        Faults (see :class:`~crossq_trl.CrossQTrainer`): SIGTERM, SIGUSR1 and Ctrl-C end the
+        current step, write the checkpoint and raise :class:`~crossq_trl.TrainingInterrupted`;
+        non-finite values raise :class:`~crossq_trl.NonFiniteError` and leave the last checkpoint
+        as it was; an env error raises :class:`~crossq_trl.EnvStepError` after a checkpoint of the
+        state before it; a failed checkpoint write raises :class:`~crossq_trl.CheckpointSaveError`
+        (``on_checkpoint_error="stop"``) or warns and retries at the next interval (``"continue"``)."""
         if total_timesteps < 1:
             raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}.")
         if reset_num_timesteps:
@@ -319,6 +329,7 @@ class CrossQ:
             progress_bar=progress_bar,
             checkpoint_path=checkpoint_path,
             checkpoint_interval=checkpoint_interval,
+            on_checkpoint_error=on_checkpoint_error,
         )
         if self._env_snapshot is not None:
             trainer.continue_episodes(self._env_snapshot)
@@ -328,8 +339,10 @@ class CrossQ:
     def _train(self, trainer: CrossQTrainer) -> None:
         # The snapshot is taken by a shutdown hook, before the collector closes the env.
         trainer.register_op("shutdown", lambda: setattr(self, "_env_snapshot", snapshot_env(trainer.collector)))
-        trainer.train()
-        self.num_timesteps = trainer.collected_frames
+        try:
+            trainer.train()
+        finally:
+            self.num_timesteps = trainer.collected_frames
 
     def predict(
         self,

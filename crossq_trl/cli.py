@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from crossq_trl.agent import CrossQ
 from crossq_trl.training.config import CrossQConfig
 from crossq_trl.training.envs import make_env
 from crossq_trl.training.evaluation import evaluate_policy
+from crossq_trl.training.faults import CheckpointSaveError, EnvStepError, NonFiniteError, TrainingInterrupted
 
 
 def _value(text: str):
@@ -56,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--log-interval", type=int, default=4, help="episodes between progress reports")
     train.add_argument("--checkpoint-interval", type=int, default=10_000, help="env steps between checkpoints")
     train.add_argument("--resume", type=Path, default=None, help="continue the run of this training checkpoint")
+    train.add_argument(
+        "--on-checkpoint-error",
+        choices=["stop", "continue"],
+        default="stop",
+        help="if a checkpoint cannot be written (disk full, permissions): stop, or warn and retry at the next interval",
+    )
     train.add_argument("--final-eval-episodes", type=int, default=10, help="deterministic episodes after training")
     train.add_argument("--progress-bar", action="store_true")
     train.add_argument("--threads", type=int, default=None, help=threads_help)
@@ -82,7 +91,11 @@ def train(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     args.log_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = args.resume or args.log_dir / "checkpoint.pt"
-    learn_kwargs = {"log_interval": args.log_interval, "checkpoint_interval": args.checkpoint_interval}
+    learn_kwargs = {
+        "log_interval": args.log_interval,
+        "checkpoint_interval": args.checkpoint_interval,
+        "on_checkpoint_error": args.on_checkpoint_error,
+    }
     if args.resume is not None:
         print(f"Resuming {args.resume}", flush=True)
         model = CrossQ.resume(args.resume, **learn_kwargs, progress_bar=args.progress_bar)
@@ -125,6 +138,15 @@ def main(argv: list[str] | None = None) -> None:
                 raise ValueError(f"--threads must be >= 1, got {args.threads}.")
             torch.set_num_threads(args.threads)
         {"train": train, "eval": evaluate}[args.command](args)
+    except TrainingInterrupted as err:  # preempted: the conventional exit status of a process ended by that signal
+        print(f"crossq-trl: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.Signals[err.signal].value) from err
+    except (NonFiniteError, EnvStepError, CheckpointSaveError) as err:
+        if isinstance(err, EnvStepError):
+            traceback.print_exception(err)  # the env's own traceback
+        notes = "".join(f"\n{note}" for note in getattr(err, "__notes__", []))
+        print(f"crossq-trl: error: {err}{notes}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from err
     except (ValueError, FileNotFoundError, NotImplementedError) as err:
         print(f"crossq-trl: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err

@@ -10,6 +10,7 @@ import torch
 
 from crossq_trl import CrossQ, CrossQConfig
 from crossq_trl.cli import build_parser, main
+from crossq_trl.training import checkpoint as checkpoint_module
 from crossq_trl.training.checkpoint import load_checkpoint
 
 TINY_FLAGS = ["--no-compile", "--net-arch", "[32, 32]", "--batch-size", "32"]
@@ -159,6 +160,22 @@ def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):
         main(["train", "CartPole-v1", "--log-dir", str(tmp_path / "bad"), *TINY_FLAGS])
     assert exit_info.value.code == 2
     assert "continuous Box action space" in capsys.readouterr().err
+
+
+def test_faults_are_reported_with_exit_code_1(tmp_path, capsys, monkeypatch):
+    """A training fault (here: every checkpoint write fails, disk full) ends the command with its message."""
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
+    flags = ["--total-timesteps", "100", "--learning-starts", "50", "--log-dir", str(tmp_path), *TINY_FLAGS]
+    for policy in ("stop", "continue"):  # with 'continue' the final save still raises: nothing later retries it
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", *flags, "--checkpoint-interval", "20", "--on-checkpoint-error", policy])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert "crossq-trl: error: Could not write the checkpoint" in err and "No space left on device" in err
 
 
 def test_threads_flag_sets_torch_threads_before_running(tmp_path, capsys, monkeypatch):

@@ -94,7 +94,8 @@ def test_compiled_update_matches_eager(loss, make_batch):
 
 def test_compiled_update_is_two_graphs_that_never_recompile(loss, make_batch):
     """One graph per kind of update (critic only; critic, actor and temperature), no graph break, and 20 more
-    updates (both kinds) compile nothing new."""
+    updates (both kinds) compile nothing new; nor does a NaN reward, which the graphs flag with the number of the
+    first update whose losses, gradient norm and parameters it made non-finite."""
     update = make_update(loss, compile=True)
     counters.clear()
     for _ in range(POLICY_DELAY):  # warm-up: both kinds of update have run
@@ -104,9 +105,21 @@ def test_compiled_update_is_two_graphs_that_never_recompile(loss, make_batch):
     with torch._dynamo.config.patch(error_on_recompile=True):
         for _ in range(20):
             update(make_batch(BATCH))
+        assert update.first_nonfinite() == {}
+        poisoned = make_batch(BATCH)
+        poisoned["next", "reward"][0] = float("nan")
+        for batch in (poisoned, make_batch(BATCH)):
+            update(batch)
     assert counters["stats"]["unique_graphs"] == 2
-    assert update.num_updates == POLICY_DELAY + 20
+    assert update.num_updates == POLICY_DELAY + 22
     assert update.num_actor_updates == update.num_updates // POLICY_DELAY
+    nan_update = POLICY_DELAY + 21  # a critic step, then an actor step on the NaN critic
+    assert update.first_nonfinite() == {
+        "critic loss": nan_update,
+        "gradient norm": nan_update,
+        "parameters": nan_update,
+        "actor loss": nan_update,  # the temperature loss reads log pi of the actor before its step: still finite
+    }
 
 
 def test_each_update_compiles_graphs_of_its_own(observation_spec, action_spec, make_batch):

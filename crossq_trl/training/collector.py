@@ -7,6 +7,8 @@ from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.envs.utils import set_exploration_type
 
+from crossq_trl.training.faults import EnvStepError
+
 
 class CrossQCollector(Collector):
     """TorchRL's :class:`~torchrl.collectors.Collector` for off-policy step-by-step collection.
@@ -22,6 +24,9 @@ class CrossQCollector(Collector):
     replay buffer is paid once per chunk. Any other setup (batched or parallel envs, device
     casts) uses the generic loop. Batches are returned without a copy
     (``return_same_td``): consume them before asking for the next one.
+
+    An exception from the env (or from the generic loop, e.g. a dead worker of a parallel env) is raised
+    as :class:`~crossq_trl.training.faults.EnvStepError`, from the env's own error.
     """
 
     def __init__(self, *args, random_frames_per_batch: int = 1000, **kwargs) -> None:
@@ -29,6 +34,7 @@ class CrossQCollector(Collector):
         self._exclude_private_keys = False  # nothing here writes private keys: skip the per-batch key scan
         self.random_frames_per_batch = max(self.frames_per_batch, random_frames_per_batch)
         self._lean = self.env.batch_size == torch.Size([]) and self.policy_device in (None, self.env_device)
+        self._env_failed = False
 
     def _batch_length(self) -> int:
         if not self._should_use_random_frames():
@@ -40,7 +46,11 @@ class CrossQCollector(Collector):
     @torch.no_grad()
     def rollout(self) -> TensorDictBase:
         if not self._lean:
-            return super().rollout()
+            try:
+                return super().rollout()
+            except Exception as err:
+                self._env_failed = True
+                raise EnvStepError(f"Collecting a batch failed: {type(err).__name__}: {err}") from err
         random = self._should_use_random_frames()
         steps = []
         with set_exploration_type(self.exploration_type):
@@ -52,7 +62,17 @@ class CrossQCollector(Collector):
                     output = self._wrapped_policy(carrier)
                     if output is not carrier:
                         carrier.update(output, keys_to_update=self._policy_output_keys)
-                step, self._carrier = self.env.step_and_maybe_reset(carrier)
+                try:
+                    step, self._carrier = self.env.step_and_maybe_reset(carrier)
+                except Exception as err:
+                    self._env_failed = True
+                    message = f"env.step raised {type(err).__name__}: {err}"
+                    raise EnvStepError(message, completed=len(steps)) from err
                 steps.append(step)
         batch = steps[0].unsqueeze(0) if len(steps) == 1 else torch.stack(steps)
         return batch if self.storing_device in (None, batch.device) else batch.to(self.storing_device)
+
+    def shutdown(self, timeout: float | None = None, close_env: bool = True, raise_on_error: bool = True) -> None:
+        """TorchRL's shutdown, which runs when iteration fails too; after an env failure, an error closing the env
+        (a dead worker fails it as well) is not raised, so that it cannot hide the env's own error."""
+        super().shutdown(timeout, close_env, raise_on_error and not self._env_failed)

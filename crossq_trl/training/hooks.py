@@ -67,8 +67,11 @@ class PeriodicEvaluation(TrainerHookBase):
         self.last_result: dict[str, float] = {}
         self._trainer: Trainer | None = None
 
+    def due(self) -> bool:
+        return self._trainer.collected_frames >= self.next_eval
+
     def __call__(self, batch: TensorDictBase | None = None) -> dict[str, float] | None:
-        if self._trainer.collected_frames < self.next_eval:
+        if not self.due():
             return None
         while self.next_eval <= self._trainer.collected_frames:
             self.next_eval += self.eval_freq

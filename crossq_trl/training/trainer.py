@@ -4,6 +4,7 @@ policy delay, evaluation, logging and resumable checkpoints)."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +18,15 @@ from torchrl.trainers import Trainer
 
 from crossq_trl.training.checkpoint import rng_state, save_checkpoint, set_rng_state
 from crossq_trl.training.env_state import restore_env, snapshot_env
+from crossq_trl.training.faults import CheckpointSaveError, EnvStepError, NonFiniteError, TrainingInterrupted
 from crossq_trl.training.hooks import Callback, EpisodeStatistics, PeriodicEvaluation, Throughput, scalars
 from crossq_trl.training.host_memory import keep_freed_memory
+from crossq_trl.training.preemption import StopOnSignals
 from crossq_trl.training.replay_buffer import load_replay_buffer_state, replay_buffer_state
 from crossq_trl.training.update import CrossQUpdate
 
 _CPU = torch.device("cpu")
+CHECKPOINT_ERROR_POLICIES = ("stop", "continue")
 
 
 class UpdateSchedule:
@@ -71,6 +75,22 @@ class CrossQTrainer(Trainer):
     state (plus ``extra_state()``) is written atomically every ``checkpoint_interval``
     frames and at the end;
     :meth:`load_training_state` resumes it exactly (same env episode, same RNG streams).
+
+    Faults stop training with an error that says what was kept (see :mod:`crossq_trl.training.faults`):
+
+    - a NaN or infinite loss, gradient norm or parameter (flagged on the device by the update, read where
+      the trainer syncs anyway: reports, evaluations, checkpoints, the end), or observation, action or
+      reward from the env (checked before it enters the replay buffer): :class:`NonFiniteError`, and no
+      checkpoint is written from then on, so the last one holds finite weights;
+    - SIGTERM, SIGUSR1 or Ctrl-C during :meth:`train`: the current step ends, a checkpoint is written, then
+      :class:`TrainingInterrupted`; the previous handlers are back once :meth:`train` returns;
+    - an exception in ``env.step`` (or a dead env worker): a checkpoint of the state before the failing
+      batch (the episode restarts on resume), then :class:`EnvStepError`;
+    - a checkpoint that cannot be written: :class:`CheckpointSaveError` with
+      ``on_checkpoint_error="stop"`` (the default: a run that cannot save is one preemption away from
+      losing everything since its last checkpoint, and errors such as a read-only or full disk seldom heal
+      by themselves), or a warning and a new try at the next interval with ``"continue"``; the final save
+      and the one on a stop request always raise. The previous checkpoint stays intact either way.
     """
 
     def __init__(
@@ -96,7 +116,10 @@ class CrossQTrainer(Trainer):
         save_replay_buffer: bool = True,
         callback: Callback | None = None,
         extra_state: Callable[[], dict[str, Any]] | None = None,
+        on_checkpoint_error: str = "stop",
     ) -> None:
+        if on_checkpoint_error not in CHECKPOINT_ERROR_POLICIES:
+            raise ValueError(f"on_checkpoint_error must be 'stop' or 'continue', got {on_checkpoint_error!r}.")
         super().__init__(
             collector=collector,
             total_frames=total_frames,
@@ -121,11 +144,14 @@ class CrossQTrainer(Trainer):
         self.log_interval = log_interval
         self.save_replay_buffer = save_replay_buffer
         self.extra_state = extra_state
+        self.on_checkpoint_error = on_checkpoint_error
         self.last_metrics: TensorDictBase | None = None
         self._callback = callback
         self._pending_state: dict[str, Any] | None = None
         self._throughput = Throughput()
         self._next_report = log_interval
+        self._last_check = (0, 0)  # updates and frames at the last non-finite check
+        self._saved_at: int | None = None  # env step of the last checkpoint this run wrote
 
         self.register_op("batch_process", self._store)
         self.register_op("process_optim_batch", self._sample)
@@ -134,6 +160,7 @@ class CrossQTrainer(Trainer):
         self.evaluation = None
         if eval_env is not None and eval_freq > 0:
             self.evaluation = PeriodicEvaluation(eval_env, collector.policy, eval_freq, n_eval_episodes)
+            self.register_op("post_steps_log", self._check_before_evaluation)
             self.evaluation.register(self)
         self.register_op("post_steps_log", self._report)
         self.register_op("post_steps", self._run_callback)
@@ -149,12 +176,29 @@ class CrossQTrainer(Trainer):
     def _store(self, batch: TensorDictBase) -> TensorDictBase:
         """Add the collected transitions to the replay buffer, keeping only what the loss reads."""
         transitions = batch.select(*self.loss_module.in_keys)
-        if transitions.ndim != 1:
-            transitions = transitions.reshape(-1)
         if transitions.device != _CPU:
             transitions = transitions.cpu()
+        self._check_transitions(transitions)
+        if transitions.ndim != 1:
+            transitions = transitions.reshape(-1)
         self.replay_buffer.extend(transitions)
         return batch
+
+    def _check_transitions(self, transitions: TensorDictBase) -> None:
+        """Refuse NaN or infinite observations, actions and rewards before they reach the replay buffer (CPU
+        tensors: no device sync). ``transitions`` is ``[*envs, time]``; the error names the env step."""
+        for key, value in transitions.items(True, True):
+            if not value.is_floating_point() or value.isfinite().all():
+                continue
+            bad = ~value.isfinite().reshape(*transitions.shape, -1).all(-1)
+            time = int(bad.reshape(-1, transitions.shape[-1]).any(0).nonzero()[0])
+            n_envs = transitions.numel() // transitions.shape[-1]
+            name = " ".join(key) if isinstance(key, tuple) else key
+            raise NonFiniteError(
+                f"Non-finite {name} (NaN or inf) collected at env step {self.collected_frames + (time + 1) * n_envs}"
+                f". Training stopped before it reached the replay buffer; {self._kept()}. Fix the env (or wrap it "
+                "to clip or replace such values), then resume."
+            )
 
     def _sample(self, batch: TensorDictBase) -> TensorDictBase:
         return self.replay_buffer.sample().to(self.update.device)
@@ -195,6 +239,7 @@ class CrossQTrainer(Trainer):
             return None
         while self._next_report <= self.episodes.num_episodes:
             self._next_report += self.log_interval
+        self.check_finite()
         values = self.report()
         if self.verbose >= 1:
             print(" | ".join(f"{key} {value:.4g}" for key, value in values.items()), flush=True)
@@ -204,10 +249,86 @@ class CrossQTrainer(Trainer):
         if self._callback is not None and self._callback(self) is False:
             self.request_stop("callback returned False")
 
+    # --- faults ----------------------------------------------------------------------
+
+    def train(self) -> None:
+        """TorchRL's training loop, with the fault handling described in the class docstring."""
+        self._last_check = (self.update.num_updates, self.collected_frames)
+        with StopOnSignals(self._on_signal) as signals:
+            try:
+                super().train()
+            except BaseException as err:
+                try:
+                    if isinstance(err, EnvStepError):
+                        self._save_before_env_failure(err)
+                    elif isinstance(err, Exception):
+                        self.check_finite()  # a non-finite value may surface as another error first
+                finally:
+                    self.collector.shutdown()
+                raise
+        self.check_finite()
+        if signals.received is not None and self.collected_frames < self.total_frames:
+            raise TrainingInterrupted(
+                f"Training stopped by {signals.received} at env step {self.collected_frames} of "
+                f"{self.total_frames}; {self._resume_hint()}",
+                signal=signals.received,
+                env_step=self.collected_frames,
+                checkpoint=None if self.save_trainer_file is None else str(self.save_trainer_file),
+            )
+
+    def _on_signal(self, name: str) -> None:
+        if self.verbose >= 1:
+            print(f"{name} received: finishing the current step, then writing a checkpoint", flush=True)
+        self.request_stop(f"{name} received")
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` if a loss, the gradient norm or the parameters became NaN or infinite
+        in an update. One host sync: called where the trainer syncs anyway (reports, evaluations,
+        checkpoints, the end of training)."""
+        bad = self.update.first_nonfinite()
+        if bad:
+            updates, frames = self._last_check
+            found = ", ".join(f"{quantity} (from update {update})" for quantity, update in bad.items())
+            raise NonFiniteError(
+                f"Non-finite {found}, first seen in updates {updates + 1}-{self.update.num_updates} (env steps "
+                f"{frames + 1}-{self.collected_frames}). Training stopped; {self._kept()}. Lower the learning "
+                "rate or check the env's observations and rewards, then resume from the checkpoint."
+            )
+        self._last_check = (self.update.num_updates, self.collected_frames)
+
+    def _check_before_evaluation(self, batch: TensorDictBase | None = None) -> None:
+        if self.evaluation.due():
+            self.check_finite()
+
+    def _save_before_env_failure(self, err: EnvStepError) -> None:
+        """Checkpoint the state as of the end of the last complete batch, without the failed env's state."""
+        where = f"after env step {self.collected_frames}"
+        if err.completed is not None:  # steps of one env
+            where = f"at env step {self.collected_frames + err.completed + 1}"
+        if self.save_trainer_file is not None:
+            self._save_trainer(env=False)
+        err.add_note(
+            f"Training stopped {where}; {self._resume_hint()} The checkpoint holds the state before the failing "
+            "batch of steps; its episode restarts on resume. Fix the env first."
+        )
+
+    def _kept(self) -> str:
+        if self.save_trainer_file is None:
+            return "no checkpoint path was given, so nothing was saved"
+        if self._saved_at is None:
+            return f"the checkpoint {str(self.save_trainer_file)!r} (if any) was not overwritten"
+        return f"the last checkpoint, {str(self.save_trainer_file)!r} from env step {self._saved_at}, was kept"
+
+    def _resume_hint(self) -> str:
+        if self.save_trainer_file is None:
+            return "no checkpoint path was given, so nothing was saved."
+        path = str(self.save_trainer_file)
+        return f"checkpoint written to {path!r}: resume with `crossq-trl train --resume {path}` or CrossQ.resume."
+
     # --- checkpoints -----------------------------------------------------------------
 
-    def training_state(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly where it is."""
+    def training_state(self, env: bool = True) -> dict[str, Any]:
+        """Everything needed to continue this run exactly where it is (with ``env=False``: in a new episode)."""
         modules = {name: module.state_dict() for name, module in self._modules.items()}
         return {
             **(self.extra_state() if self.extra_state is not None else {}),
@@ -222,7 +343,7 @@ class CrossQTrainer(Trainer):
                 "last_save": self._last_save,
                 "next_report": self._next_report,
             },
-            "env": snapshot_env(self.collector),
+            "env": snapshot_env(self.collector) if env else None,
             "rng": rng_state(),
         }
 
@@ -254,5 +375,30 @@ class CrossQTrainer(Trainer):
             set_rng_state(self._pending_state["rng"])
         self._pending_state = None
 
-    def _save_trainer(self) -> None:
-        save_checkpoint(self.save_trainer_file, self.training_state())
+    def _save_trainer(self, env: bool = True) -> None:
+        self.check_finite()  # never overwrite a good checkpoint with non-finite weights
+        try:
+            save_checkpoint(self.save_trainer_file, self.training_state(env=env))
+        except OSError as err:
+            self._on_checkpoint_error(err)
+        else:
+            self._saved_at = self.collected_frames
+
+    def _on_checkpoint_error(self, err: OSError) -> None:
+        path = str(self.save_trainer_file)
+        previous = "no earlier checkpoint was written by this run"
+        if self._saved_at is not None:
+            previous = f"the previous checkpoint there (env step {self._saved_at}) is intact"
+        message = f"Could not write the checkpoint {path!r} at env step {self.collected_frames} ({err}); {previous}."
+        last_chance = self._stop_training or self.collected_frames >= self.total_frames
+        if self.on_checkpoint_error == "stop" or last_chance:
+            raise CheckpointSaveError(
+                f"{message} Training stopped: free space or fix the permissions, then resume from the checkpoint "
+                "(on_checkpoint_error='continue' keeps training and tries again at the next interval)."
+            ) from err
+        warnings.warn(
+            f"{message} Training continues (on_checkpoint_error='continue'); next try in "
+            f"{self.save_trainer_interval} env steps.",
+            RuntimeWarning,
+            stacklevel=2,
+        )

@@ -145,7 +145,10 @@ class _OptimizerGroup:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-_UPDATE_ARGS = ("flats", "optimizer_inputs", "batch")  # the tensor arguments of the updates
+_UPDATE_ARGS = ("flats", "optimizer_inputs", "batch", "health")  # the tensor arguments of the updates
+
+NONFINITE_QUANTITIES = ("critic loss", "actor loss", "alpha loss", "gradient norm", "parameters")
+_LOSS_QUANTITIES = {"loss_qvalue": "critic loss", "loss_actor": "actor loss", "loss_alpha": "alpha loss"}
 
 
 class CrossQUpdate(OptimizationStepper):
@@ -173,6 +176,10 @@ class CrossQUpdate(OptimizationStepper):
     state tensors marked static, only the batch copied in). Returned metrics are detached
     device tensors: read them (``.item()``) only when logging. ``compile=False`` runs the same
     functions eagerly.
+
+    Non-finite values are noticed without a host sync: each step also folds into ``health`` (a small
+    device tensor, see :meth:`first_nonfinite`) the update number at which a loss, the gradient norm or
+    the updated parameters first became NaN or infinite. Read it where the caller syncs anyway.
 
     Args:
         loss: the :class:`~crossq_trl.CrossQLoss` to optimize.
@@ -228,6 +235,8 @@ class CrossQUpdate(OptimizationStepper):
                 rest.setdefault((tensor.dtype, tensor.device), []).append(tensor)
         self._slots += [_Slot([names[id(t)] for t in tensors], tensors) for tensors in rest.values()]
         self._batch_keys: list[NestedKey] = list(loss.in_keys)
+        # [updates so far, then per NONFINITE_QUANTITIES the first update where it was non-finite (0: never)]
+        self.health = torch.zeros(1 + len(NONFINITE_QUANTITIES), dtype=torch.int64, device=device)
 
         critic_update, actor_update = self._critic_update, self._actor_update
         if compile:
@@ -247,9 +256,10 @@ class CrossQUpdate(OptimizationStepper):
             flats = [slot.flat() for slot in self._slots]
             optimizer_inputs = [group.inputs() for group in groups if group.functional]
             if self.cudagraphs:  # replayed in place: only the batch and the step scalars are copied in
-                for tensor in (*flats, *(t for inputs in optimizer_inputs for t in inputs[:-1])):
+                for tensor in (*flats, *(t for inputs in optimizer_inputs for t in inputs[:-1]), self.health):
                     torch._dynamo.mark_static_address(tensor)
-            metrics, grads = update(flats, optimizer_inputs, [batch.get(key) for key in self._batch_keys])
+            batch_tensors = [batch.get(key) for key in self._batch_keys]
+            metrics, grads = update(flats, optimizer_inputs, batch_tensors, self.health)
             for group in groups:
                 group.step_count += 1
                 if not group.functional:
@@ -275,15 +285,22 @@ class CrossQUpdate(OptimizationStepper):
         return loss_actor + loss_alpha, metrics
 
     # The updates: pure functions of tensors, each traced whole by torch.compile.
-    def _critic_update(self, flats: list[Tensor], optimizer_inputs: list[list[Tensor]], batch: list[Tensor]):
+    def _critic_update(
+        self, flats: list[Tensor], optimizer_inputs: list[list[Tensor]], batch: list[Tensor], health: Tensor
+    ):
         with torch.no_grad(), renorm_barrier(False):  # torch.func computes the gradients: no autograd graph
+            health[0].add_(1)  # the critic step opens every update
             batch_td, inputs = self._batch(batch), iter(optimizer_inputs)
-            return self._gradient_step(self._critic, self._critic_objective, dict(enumerate(flats)), inputs, batch_td)
+            flats = dict(enumerate(flats))
+            return self._gradient_step(self._critic, self._critic_objective, flats, inputs, batch_td, health)
 
-    def _actor_update(self, flats: list[Tensor], optimizer_inputs: list[list[Tensor]], batch: list[Tensor]):
+    def _actor_update(
+        self, flats: list[Tensor], optimizer_inputs: list[list[Tensor]], batch: list[Tensor], health: Tensor
+    ):
         with torch.no_grad(), renorm_barrier(False):
             batch_td, inputs = self._batch(batch), iter(optimizer_inputs)
-            return self._gradient_step(self._actor, self._actor_objective, dict(enumerate(flats)), inputs, batch_td)
+            flats = dict(enumerate(flats))
+            return self._gradient_step(self._actor, self._actor_objective, flats, inputs, batch_td, health)
 
     def _batch(self, tensors: list[Tensor]) -> TensorDict:
         return TensorDict(dict(zip(self._batch_keys, tensors, strict=True)), batch_size=tensors[0].shape[:1])
@@ -303,9 +320,11 @@ class CrossQUpdate(OptimizationStepper):
         flats: dict[int, Tensor],
         optimizer_inputs: Iterator[list[Tensor]],
         batch: TensorDictBase,
+        health: Tensor,
     ) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
         """Gradients of ``objective`` w.r.t. the groups' flat parameters, then Adam steps them in place (other
-        optimizers get the gradients back). BRN buffers are inputs too, so the passes may update them."""
+        optimizers get the gradients back), then the step's non-finite values are recorded in ``health``. BRN
+        buffers are inputs too, so the passes may update them."""
         indices = [self._slots.index(group.slot) for group in groups]
         trainable = {index: flats[index] for index in indices}
         frozen = {index: flat for index, flat in flats.items() if index not in trainable}
@@ -321,6 +340,10 @@ class CrossQUpdate(OptimizationStepper):
                 adam_step_(flats[index], grads[index], *next(optimizer_inputs))
             else:
                 eager_grads[index] = grads[index]
+        values = {quantity: metrics[key] for key, quantity in _LOSS_QUANTITIES.items() if key in metrics}
+        values["gradient norm"] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads.values()]))
+        values["parameters"] = torch.stack([flats[index].sum() for index in indices]).sum()  # NaN and inf propagate
+        _record_nonfinite_(health, values)
         return metrics, eager_grads
 
     def __call__(self, batch: TensorDictBase) -> TensorDict:
@@ -330,6 +353,12 @@ class CrossQUpdate(OptimizationStepper):
             self.num_actor_updates += 1
             return TensorDict({**self._critic_step(batch), **self._actor_step(batch)})
         return TensorDict(self._critic_step(batch))
+
+    def first_nonfinite(self) -> dict[str, int]:
+        """The quantities of :data:`NONFINITE_QUANTITIES` that were NaN or infinite in some update, each with the
+        number of the first such update (:attr:`num_updates` counting). Reads a device tensor: a host sync."""
+        first = self.health[1:].tolist()
+        return {quantity: update for quantity, update in zip(NONFINITE_QUANTITIES, first, strict=True) if update}
 
     def step(self, trainer, sub_batch: TensorDictBase) -> TensorDict:
         """:class:`~torchrl.trainers.OptimizationStepper` entry point: one update."""
@@ -349,3 +378,16 @@ class CrossQUpdate(OptimizationStepper):
             optimizer.load_state_dict(state["optimizers"][name])
         for group in self._critic + self._actor:
             group.sync_step_count()
+        self.health.zero_()
+        self.health[0] = self.num_updates
+
+
+def _record_nonfinite_(health: Tensor, values: dict[str, Tensor]) -> None:
+    """Set ``health[1 + q]`` to the current update number ``health[0]`` where quantity ``q`` is non-finite for
+    the first time; a few scalar ops inside the compiled step, no host sync."""
+    finite = torch.ones(len(NONFINITE_QUANTITIES), dtype=torch.bool, device=health.device)
+    for q, quantity in enumerate(NONFINITE_QUANTITIES):
+        if quantity in values:
+            finite[q] = torch.isfinite(values[quantity])
+    first = health[1:]
+    first.copy_(torch.where(~finite & (first == 0), health[0], first))
