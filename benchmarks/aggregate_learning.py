@@ -165,7 +165,9 @@ def write_tables(summary: dict[tuple[str, str], dict[str, Any]], envs: list[str]
         "(crossq_trl's torch.compile time included); 'steady': from the first evaluation after "
         "learning_starts to the end (compilation and first updates left out). "
         "Speed ratio: crossq_trl / sb3-contrib (mean over seeds). "
-        "Both run with torch.set_num_threads(1), two cells at a time on the same machine.",
+        "Every run uses torch.set_num_threads(1); the speed columns compare runs made at different times, "
+        "under whatever else the machine was running then: for speed, use benchmarks/training_throughput.py, "
+        "which alternates the implementations in one process.",
     ]
     (out / f"{name}.md").write_text("\n".join(lines + notes) + "\n")
 
