@@ -13,6 +13,7 @@ from torchrl.modules import ProbabilisticActor
 
 from crossq_trl.modules.actor import GaussianActorNet
 from crossq_trl.modules.compiled import compile_method
+from crossq_trl.modules.gsde import GSDEActorNet, gsde_noise
 from crossq_trl.modules.modes import training_mode
 
 _MODE_TYPES = (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN, InteractionType.MEDIAN)
@@ -31,12 +32,17 @@ class ActingPolicy(TensorDictModuleBase):
     use, worth it from some ten thousand steps on) in a tenth. It reads the actor's
     ``in_keys`` and writes its action key, so it serves as the policy of a collector or of
     ``env.rollout``. Use the actor itself for log-probabilities and training.
+
+    With a gSDE actor (``make_crossq_actor(..., use_sde=True)``) the action is
+    ``tanh(loc + theta(s)^T E)`` rescaled, with the actor's acting matrices ``E``, redrawn when
+    due (each rollout start, see :func:`~crossq_trl.modules.gsde.reset_noise`, and every
+    ``sde_sample_freq`` steps); each stochastic call is one acting step.
     """
 
     def __init__(self, actor: ProbabilisticActor, *, compile: bool = False) -> None:
         super().__init__()
         net = actor.module[0].module
-        if not isinstance(net, GaussianActorNet):
+        if not isinstance(net, (GaussianActorNet, GSDEActorNet)):
             raise TypeError(f"ActingPolicy needs an actor from make_crossq_actor, got a {type(net).__name__} network.")
         self.net = net
         self._net_modules = list(net.modules())
@@ -45,17 +51,34 @@ class ActingPolicy(TensorDictModuleBase):
         bounds = actor.module[-1].distribution_kwargs
         self.register_buffer("low", bounds["low"].clone())
         self.register_buffer("half_range", (bounds["high"] - bounds["low"]) / 2)
-        self._sample, self._mode = self._sample_action, self._mode_action
+        gsde = isinstance(net, GSDEActorNet)
+        sample, mode = (self._gsde_action, self._gsde_mode) if gsde else (self._gaussian_action, self._gaussian_mode)
+        self._noise = self._gsde_matrices if gsde else self._gaussian_noise
+        self._sample, self._mode = sample, mode
         if compile:
-            self._sample = compile_method(self._sample_action, ("observations", "noise"), device=self.low.device)
-            self._mode = compile_method(self._mode_action, ("observations",), device=self.low.device)
+            self._sample = compile_method(sample, ("observations", "noise"), device=self.low.device)
+            self._mode = compile_method(mode, ("observations",), device=self.low.device)
 
-    def _sample_action(self, observations: list[Tensor], noise: Tensor) -> Tensor:
+    def _gaussian_noise(self, tensordict: TensorDictBase) -> Tensor:
+        return torch.randn(*tensordict.batch_size, *self.low.shape, device=self.low.device)
+
+    def _gsde_matrices(self, tensordict: TensorDictBase) -> Tensor:
+        return self.net.acting_matrices(tensordict.batch_size.numel())
+
+    def _gaussian_action(self, observations: list[Tensor], noise: Tensor) -> Tensor:
         loc, scale = self.net(*observations)
         return self.low + self.half_range * (torch.tanh(loc + scale * noise) + 1)
 
-    def _mode_action(self, observations: list[Tensor]) -> Tensor:
+    def _gsde_action(self, observations: list[Tensor], noise: Tensor) -> Tensor:
+        latent, loc = self.net.latent_and_mean(*observations)
+        return self.low + self.half_range * (torch.tanh(loc + gsde_noise(latent, noise)) + 1)
+
+    def _gaussian_mode(self, observations: list[Tensor]) -> Tensor:
         loc, _ = self.net(*observations)
+        return self.low + self.half_range * (torch.tanh(loc) + 1)
+
+    def _gsde_mode(self, observations: list[Tensor]) -> Tensor:
+        _, loc = self.net.latent_and_mean(*observations)
         return self.low + self.half_range * (torch.tanh(loc) + 1)
 
     @torch.no_grad()
@@ -65,7 +88,6 @@ class ActingPolicy(TensorDictModuleBase):
             if interaction_type() in _MODE_TYPES:
                 action = self._mode(observations)
             else:  # the noise is drawn here, so that compiled and eager runs take the same numbers
-                noise = torch.randn(*tensordict.batch_size, *self.low.shape, device=self.low.device)
-                action = self._sample(observations, noise)
+                action = self._sample(observations, self._noise(tensordict))
         tensordict.set(self.out_keys[0], action)
         return tensordict

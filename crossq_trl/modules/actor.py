@@ -12,6 +12,8 @@ from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, TanhNormal
 
+from crossq_trl.modules.gsde import GSDEActorNet, unused_sde_options
+from crossq_trl.modules.gsde_distribution import GSDETanhNormal
 from crossq_trl.modules.mlp import BatchRenormConfig, concat_features, crossq_body
 from crossq_trl.modules.specs import feature_dim, resolve_specs
 
@@ -44,6 +46,11 @@ def make_crossq_actor(
     activation: type[nn.Module] = nn.ReLU,
     batch_norm: bool = True,
     batch_renorm: BatchRenormConfig = BatchRenormConfig(),
+    use_sde: bool = False,
+    log_std_init: float = -3.0,
+    use_expln: bool = False,
+    clip_mean: float = 2.0,
+    sde_sample_freq: int = -1,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """Build the CrossQ actor as a TorchRL ``ProbabilisticActor``.
@@ -55,6 +62,12 @@ def make_crossq_actor(
     saturates). Interaction is stochastic by default; under
     ``set_exploration_type(ExplorationType.DETERMINISTIC)`` it returns the squashed mean.
 
+    With ``use_sde=True`` the head is gSDE's (:class:`~crossq_trl.modules.gsde.GSDEActorNet`, sb3's
+    ``log_std_init``, ``use_expln`` and ``clip_mean``): the mean is clipped to ``[-clip_mean, clip_mean]``
+    with a hard tanh, the noise is ``theta(s)^T E`` with ``E`` redrawn at each rollout start
+    (:func:`~crossq_trl.modules.gsde.reset_noise`) and every ``sde_sample_freq`` acting steps, and the
+    distribution is a :class:`~crossq_trl.modules.gsde_distribution.GSDETanhNormal`.
+
     Observations and actions come from ``env`` or from explicit specs. Put the actor in
     ``eval()`` mode to act (BRN then uses its running statistics); :class:`CrossQLoss`
     picks the mode of each of its own passes whatever the mode outside.
@@ -62,26 +75,32 @@ def make_crossq_actor(
     observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
     if action_key is None:
         action_key = env.action_key if env is not None else "action"
+    unused = unused_sde_options(
+        use_sde, log_std_init=log_std_init, use_expln=use_expln, clip_mean=clip_mean, sde_sample_freq=sde_sample_freq
+    )
+    if unused:
+        raise ValueError(f"{unused} only apply to a gSDE actor: pass use_sde=True, or leave them at their defaults.")
     in_keys = list(in_keys)
-    net = GaussianActorNet(
-        feature_dim(observation_spec, in_keys),
-        action_spec.shape[-1],
-        net_arch,
-        activation=activation,
-        batch_norm=batch_norm,
-        batch_renorm=batch_renorm,
-    ).to(device)
+    body = {"activation": activation, "batch_norm": batch_norm, "batch_renorm": batch_renorm}
+    sizes = (feature_dim(observation_spec, in_keys), action_spec.shape[-1], net_arch)
+    if use_sde:
+        sde = {"log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
+        net = GSDEActorNet(*sizes, **sde, sample_freq=sde_sample_freq, **body).to(device)
+        dist_keys, dist_class, dist_kwargs = ["loc", "scale", "noise"], GSDETanhNormal, {}
+    else:
+        net = GaussianActorNet(*sizes, **body).to(device)
+        dist_keys, dist_class, dist_kwargs = ["loc", "scale"], TanhNormal, {"tanh_loc": False}
     device = next(net.parameters()).device
     return ProbabilisticActor(
-        TensorDictModule(net, in_keys=in_keys, out_keys=["loc", "scale"]),
-        in_keys=["loc", "scale"],
+        TensorDictModule(net, in_keys=in_keys, out_keys=dist_keys),
+        in_keys=dist_keys,
         out_keys=[action_key],
         spec=action_spec.to(device),
-        distribution_class=TanhNormal,
+        distribution_class=dist_class,
         distribution_kwargs={
             "low": action_spec.space.low.to(device),
             "high": action_spec.space.high.to(device),
-            "tanh_loc": False,
+            **dist_kwargs,
         },
         default_interaction_type=InteractionType.RANDOM,
     )

@@ -19,6 +19,8 @@ from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, distance_loss
 
 from crossq_trl.modules.critic import EnsembleQNet
+from crossq_trl.modules.gsde import fresh_noise
+from crossq_trl.modules.gsde_distribution import GSDETanhNormal
 from crossq_trl.modules.modes import training_mode
 from crossq_trl.modules.qvalue_ensemble import QValueEnsemble
 
@@ -265,12 +267,16 @@ class CrossQLoss(LossModule):
         to the env's bounds, as SAC and CrossQ define it: the entropy target ``-dim(A)``
         then means the same whatever the action bounds (a TanhNormal on ``[low, high]``
         alone would score ``sum(log((high - low) / 2))`` lower).
+
+        A gSDE actor draws the exploration matrix of each pass anew (:func:`fresh_noise`), as sb3
+        resamples it before every gradient step; its acting matrices are left untouched.
         """
         inputs = tensordict.select(*self.actor_network.in_keys)
-        with set_exploration_type(ExplorationType.RANDOM), training_mode(self.actor_network, training):
-            dist = self.actor_network.get_dist(inputs)
+        actor = self.actor_network
+        with set_exploration_type(ExplorationType.RANDOM), training_mode(actor, training), fresh_noise(actor):
+            dist = actor.get_dist(inputs)
             action, log_prob = rsample_and_log_prob(dist) if torch.is_grad_enabled() else sample_and_log_prob(dist)
-        if isinstance(dist, TanhNormal):
+        if isinstance(dist, (TanhNormal, GSDETanhNormal)):
             log_prob = log_prob + ((dist.high - dist.low) / 2).log().expand(action.shape[-1:]).sum(-1)
         return action, log_prob
 
