@@ -7,7 +7,16 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import torch
-from torchrl.envs import Compose, DoubleToFloat, EnvBase, ParallelEnv, RewardSum, StepCounter, TransformedEnv
+from torchrl.envs import (
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    InitTracker,
+    ParallelEnv,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+)
 
 from crossq_trl.modules.specs import check_action_spec
 from crossq_trl.training.lean_gym_env import LeanGymEnv
@@ -35,14 +44,15 @@ def _gym_env(env: str | gym.Env | Callable[[], gym.Env]) -> gym.Env:
     return env
 
 
-def _lean_gym_env(env: str | Callable[[], gym.Env]) -> LeanGymEnv:
+def _lean_gym_env(env: str | Callable[[], gym.Env], mark_episode_start: bool = False) -> LeanGymEnv:
     """Worker-side factory of :func:`make_env`'s ParallelEnv (a picklable function)."""
-    return LeanGymEnv(_gym_env(env))
+    return LeanGymEnv(_gym_env(env), mark_episode_start=mark_episode_start)
 
 
-def _with_crossq_transforms(env: EnvBase) -> TransformedEnv:
-    """Float observations, episode return (``episode_reward``) and length (``step_count``)."""
-    return TransformedEnv(env, Compose(DoubleToFloat(), RewardSum(), StepCounter()))
+def _with_crossq_transforms(env: EnvBase, mark_episode_start: bool) -> TransformedEnv:
+    """Float observations, episode return (``episode_reward``) and length (``step_count``), and ``is_init``."""
+    transforms = [DoubleToFloat(), RewardSum(), StepCounter(), *([InitTracker()] if mark_episode_start else [])]
+    return TransformedEnv(env, Compose(*transforms))
 
 
 def make_env(
@@ -51,6 +61,7 @@ def make_env(
     n_envs: int = 1,
     seed: int | None = None,
     device: torch.device | str = "cpu",
+    mark_episode_start: bool = False,
 ) -> TransformedEnv:
     """A TorchRL env ready for CrossQ.
 
@@ -59,19 +70,22 @@ def make_env(
     Gymnasium envs become :class:`LeanGymEnv`s, which write the float32 observations and
     the episode statistics themselves; with ``n_envs > 1`` they run in worker processes
     (``ParallelEnv``), which needs an id or a factory. Observations must be vectors (other
-    gymnasium spaces are flattened); actions a bounded Box.
+    gymnasium spaces are flattened); actions a bounded Box. With ``mark_episode_start`` the
+    env also writes ``is_init`` (True on the first step of each episode, TorchRL's
+    ``InitTracker``), which action noise restarts on.
     """
     if isinstance(env, EnvBase):
         if n_envs != 1:
             raise ValueError("n_envs > 1 needs an env id or a factory, not a built TorchRL env.")
         check_action_spec(env.action_spec)
-        torchrl_env = _with_crossq_transforms(env)
+        torchrl_env = _with_crossq_transforms(env, mark_episode_start)
     elif n_envs == 1:
-        torchrl_env = LeanGymEnv(_gym_env(env), device=device)
+        torchrl_env = LeanGymEnv(_gym_env(env), device=device, mark_episode_start=mark_episode_start)
     else:
         if isinstance(env, gym.Env):
             raise ValueError("n_envs > 1 needs an env id or a factory (each worker builds its own env).")
-        torchrl_env = ParallelEnv(n_envs, functools.partial(_lean_gym_env, env), device=device)
+        factory = functools.partial(_lean_gym_env, env, mark_episode_start)
+        torchrl_env = ParallelEnv(n_envs, factory, device=device)
     if seed is not None:
         torchrl_env.set_seed(seed)
     return torchrl_env

@@ -37,9 +37,11 @@ class LeanGymEnv(EnvBase):
     far) and ``step_count``, as TorchRL's ``RewardSum`` and ``StepCounter`` write them.
     ``set_seed`` resets the gymnasium env with that seed, as ``GymWrapper`` does; random
     actions (:meth:`rand_action`) come from torch's generator, as ``action_spec.rand()``.
+    With ``mark_episode_start=True`` it also writes ``is_init``, True on the first step of
+    each episode, as TorchRL's ``InitTracker`` does (action noise restarts on it).
     """
 
-    def __init__(self, env: gym.Env, *, device: torch.device | str = "cpu") -> None:
+    def __init__(self, env: gym.Env, *, device: torch.device | str = "cpu", mark_episode_start: bool = False) -> None:
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError(f"LeanGymEnv needs a Box action space, got {env.action_space}.")
         if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
@@ -53,6 +55,9 @@ class LeanGymEnv(EnvBase):
             step_count=Bounded(0, torch.iinfo(torch.int64).max, (1,), dtype=torch.int64),
             device=device,
         )
+        self._mark_episode_start = mark_episode_start
+        if mark_episode_start:
+            self.observation_spec["is_init"] = flag.clone()
         self.action_spec = _box_spec(env.action_space).to(device)
         self.reward_spec = Unbounded((1,), dtype=torch.float32, device=device)
         self.done_spec = Composite({key: flag.clone() for key in _DONE_KEYS}, device=device)
@@ -92,7 +97,10 @@ class LeanGymEnv(EnvBase):
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDict:
         observation, _ = self._env.reset()
         zero_return = torch.zeros(1, device=self.device)
-        return self._root(observation, zero_return, torch.zeros(1, dtype=torch.int64, device=self.device), False, False)
+        root = self._root(observation, zero_return, torch.zeros(1, dtype=torch.int64, device=self.device), False, False)
+        if self._mark_episode_start:
+            root.set("is_init", torch.ones(1, dtype=torch.bool, device=self.device))
+        return root
 
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
         """The episode statistics continue those of ``tensordict`` (0 when it has none), as the transforms do."""
@@ -106,6 +114,8 @@ class LeanGymEnv(EnvBase):
         step_count = torch.ones(1, dtype=torch.int64, device=self.device) if step_count is None else step_count + 1
         out = self._root(observation, episode_reward, step_count, bool(terminated), bool(truncated))
         out.set("reward", reward)
+        if self._mark_episode_start:
+            out.set("is_init", torch.zeros(1, dtype=torch.bool, device=self.device))
         return out
 
     def step_and_maybe_reset(self, tensordict: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
