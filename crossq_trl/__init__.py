@@ -1,6 +1,14 @@
 """CrossQ for TorchRL: Batch Renormalization, joint-batch critic, no target networks."""
 
 from crossq_trl.agent import CrossQ
+from crossq_trl.exploration import (
+    AdditiveActionNoise,
+    GaussianActionNoise,
+    GSDERolloutReset,
+    OrnsteinUhlenbeckActionNoise,
+    SB3ActionNoise,
+    make_action_noise,
+)
 from crossq_trl.modules import (
     ActingPolicy,
     BatchRenorm1d,
@@ -8,6 +16,7 @@ from crossq_trl.modules import (
     EnsembleQNet,
     make_crossq_actor,
     make_crossq_critic,
+    reset_noise,
     training_mode,
 )
 from crossq_trl.objectives import CrossQLoss
@@ -29,6 +38,7 @@ from crossq_trl.training import (
 
 __all__ = [
     "ActingPolicy",
+    "AdditiveActionNoise",
     "BatchRenorm1d",
     "BatchRenormConfig",
     "CheckpointError",
@@ -41,14 +51,20 @@ __all__ = [
     "CrossQUpdate",
     "EnsembleQNet",
     "EnvStepError",
+    "GSDERolloutReset",
+    "GaussianActionNoise",
     "NonFiniteError",
+    "OrnsteinUhlenbeckActionNoise",
+    "SB3ActionNoise",
     "TrainingInterrupted",
     "evaluate_policy",
+    "make_action_noise",
     "make_crossq_actor",
     "make_crossq_critic",
     "make_crossq_optimizers",
     "make_env",
     "make_replay_buffer",
+    "reset_noise",
     "training_mode",
 ]
 __version__ = "0.2.0"

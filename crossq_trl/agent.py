@@ -11,10 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictSequential
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
 
+from crossq_trl.exploration.additive_noise import AdditiveActionNoise
+from crossq_trl.exploration.factory import make_action_noise
 from crossq_trl.modules.acting import ActingPolicy
 from crossq_trl.modules.actor import make_crossq_actor
 from crossq_trl.modules.critic import make_crossq_critic
@@ -35,6 +38,9 @@ POLICY_KWARGS = (
     "activation_fn",
     "batch_norm",
     "batch_norm_momentum",
+    "log_std_init",
+    "use_expln",
+    "clip_mean",
     "batch_norm_eps",
     "renorm_warmup_steps",
     "n_critics",
@@ -56,6 +62,13 @@ class CrossQ:
     ``eval_freq``, ``n_eval_episodes``, ``logger`` (``"csv"``, ``"tensorboard"``,
     ``"wandb"`` or a TorchRL ``Logger``; ``tensorboard_log=DIR`` selects TensorBoard) and
     ``log_dir``.
+
+    Exploration as in sb3: ``action_noise`` (an sb3 ``ActionNoise`` or any object with its protocol,
+    an :class:`~crossq_trl.exploration.ActionNoise`, or ``"normal_<sigma>"`` / ``"ou_<sigma>"``) is added
+    to the policy's action scaled to [-1, 1] and clipped, its process restarting at each episode start;
+    ``use_sde`` (with ``sde_sample_freq``, ``use_sde_at_warmup`` and the ``policy_kwargs``
+    ``log_std_init``, ``use_expln``, ``clip_mean``) gives the actor a gSDE head. Uniform random actions
+    before ``learning_starts`` get no action noise (sb3 adds it to them too).
 
     Example:
         >>> model = CrossQ("MlpPolicy", "Pendulum-v1", policy_delay=2, verbose=1)
@@ -101,8 +114,6 @@ class CrossQ:
         if policy not in ("MlpPolicy", "CrossQPolicy"):
             raise ValueError(f"Only 'MlpPolicy' is available (no CnnPolicy), got {policy!r}.")
         unsupported = {
-            "action_noise": action_noise is not None,
-            "use_sde": use_sde or use_sde_at_warmup or sde_sample_freq != -1,
             "replay_buffer_class": replay_buffer_class is not None,
             "optimize_memory_usage": optimize_memory_usage,
         }
@@ -136,6 +147,10 @@ class CrossQ:
             ent_coef=ent_coef,
             target_entropy=target_entropy,
             policy_delay=policy_delay,
+            action_noise=action_noise,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
             stats_window_size=stats_window_size,
             seed=seed,
             device=device,
@@ -154,12 +169,17 @@ class CrossQ:
         self._env_snapshot: dict[str, Any] | None = None
         if seed is not None:
             self.set_random_seed(seed)
-        self.env = None if env is None else make_env(env, n_envs=self.config.n_envs, seed=seed, device=self.device)
+        self.env = None if env is None else self._make_train_env(env, seed)
         self._specs = None if self.env is None else self._env_specs(self.env)
         if _init_setup_model:
             self._setup_model()
 
     # --- construction ----------------------------------------------------------------
+
+    def _make_train_env(self, env: EnvLike, seed: int | None) -> EnvBase:
+        """The training env; it marks episode starts (``is_init``) for the action noise to restart on."""
+        mark = self.config.action_noise is not None
+        return make_env(env, n_envs=self.config.n_envs, seed=seed, device=self.device, mark_episode_start=mark)
 
     @staticmethod
     def _env_specs(env: EnvBase) -> dict[str, Any]:
@@ -174,9 +194,19 @@ class CrossQ:
         )
         network = {"activation": cfg.activation(), "batch_norm": cfg.batch_norm, "batch_renorm": batch_renorm}
         specs = {"observation_spec": self._specs["observation"], "action_spec": self._specs["action"]}
-        self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network)
+        sde = {"log_std_init": cfg.log_std_init, "use_expln": cfg.use_expln, "clip_mean": cfg.clip_mean}
+        sde = {"use_sde": True, "sde_sample_freq": cfg.sde_sample_freq, **sde} if cfg.use_sde else {}
+        self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network, **sde)
         self.actor.eval()  # acting and evaluation always use BRN running statistics
         self.acting_policy = ActingPolicy(self.actor, compile=cfg.compile)
+        self.action_noise, self.exploration_policy = None, self.acting_policy
+        if cfg.action_noise is not None:
+            n_envs = cfg.n_envs if self.env is None else self.env.batch_size.numel()
+            action_spec = self._specs["action"]
+            self.action_noise = make_action_noise(cfg.action_noise, action_dim=action_spec.shape[-1], n_envs=n_envs)
+            self.action_noise.to(self.device)
+            noise = AdditiveActionNoise(self.action_noise, action_spec, action_key=self.acting_policy.out_keys[0])
+            self.exploration_policy = TensorDictSequential(self.acting_policy, noise.to(self.device))
         self.critic = make_crossq_critic(
             **specs, n_critics=cfg.n_critics, net_arch=cfg.critic_arch(), device=self.device, **network
         )
@@ -235,7 +265,7 @@ class CrossQ:
         random_frames = -(-random_frames // frames_per_batch) * frames_per_batch
         self.collector = CrossQCollector(
             self.env,
-            self.acting_policy,
+            self.exploration_policy,
             frames_per_batch=frames_per_batch,
             total_frames=remaining,
             init_random_frames=random_frames,
@@ -245,6 +275,7 @@ class CrossQ:
             auto_register_policy_transforms=False,
             # a callback sees every step, as in sb3; without one the random phase runs in chunks
             random_frames_per_batch=1 if callback is not None else RANDOM_PHASE_CHUNK,
+            random_warmup=not cfg.use_sde_at_warmup,
         )
         eval_env = None
         if cfg.eval_freq > 0:
@@ -281,6 +312,8 @@ class CrossQ:
                 "total_timesteps": trainer.total_frames,
             },
         )
+        if self.action_noise is not None:  # its process state goes into the training checkpoints
+            trainer.register_module("action_noise", self.action_noise)
         trainer.collected_frames = self.num_timesteps
         if previous is not None and self.num_timesteps > 0:  # continuing: keep the episode window, like sb3
             trainer.episodes.load_state_dict(previous.episodes.state_dict())
@@ -370,7 +403,7 @@ class CrossQ:
 
     def set_env(self, env: EnvLike, force_reset: bool = True) -> None:
         """Train on another env with the same observation and action spaces."""
-        new_env = make_env(env, n_envs=self.config.n_envs, seed=self.config.seed, device=self.device)
+        new_env = self._make_train_env(env, self.config.seed)
         new_specs = self._env_specs(new_env)
         for name in ("observation", "action"):
             if self._specs is not None and new_specs[name] != self._specs[name]:
@@ -428,6 +461,8 @@ class CrossQ:
         """Save config, networks (with BRN statistics), temperature and optimizer state."""
         state = {"kind": "model", **self._model_state()}
         state.update(loss_module=self.loss_module.state_dict(), update=self.update.state_dict())
+        if self.action_noise is not None:
+            state["action_noise"] = self.action_noise.state_dict()
         return save_checkpoint(path, state)
 
     @classmethod
@@ -443,6 +478,8 @@ class CrossQ:
             model.set_env(env)
         model._setup_model()
         model.loss_module.load_state_dict(data["loss_module"])
+        if model.action_noise is not None and data.get("action_noise") is not None:
+            model.action_noise.load_state_dict(data["action_noise"])
         model.num_timesteps = data["num_timesteps"]
         return model
 

@@ -9,6 +9,7 @@ from torch import Tensor
 from crossq_trl.exploration.action_noise import ActionNoise, action_vector
 
 
+# Not TorchRL's AdditiveGaussianModule: it anneals sigma and adds noise in env units, not to the [-1, 1] action.
 class GaussianActionNoise(ActionNoise):
     """``mean + sigma * N(0, 1)`` per env and step, sb3's ``NormalActionNoise`` drawn from torch's generator.
 

@@ -11,6 +11,8 @@ from torch import Tensor
 from crossq_trl.exploration.action_noise import ActionNoise, action_vector
 
 
+# Not TorchRL's OrnsteinUhlenbeckProcessModule: it anneals its scale and keeps its state in the rollout's
+# tensordict (out of checkpoints), with noise in env units rather than added to the [-1, 1] action.
 class OrnsteinUhlenbeckActionNoise(ActionNoise):
     """``x <- x + theta (mean - x) dt + sigma sqrt(dt) N(0, 1)`` per env, sb3's ``OrnsteinUhlenbeckActionNoise``
     with one state per env; :meth:`reset` puts an env's state back to ``initial_noise`` (default 0).

@@ -8,7 +8,12 @@ exploration is smooth in time. Semantics follow stable-baselines3:
 * acting: ``E`` is drawn at the first acting step of each rollout (after :func:`reset_noise`) and every
   ``sample_freq`` acting steps within it (``-1``: only at the rollout start), one matrix per env;
 * training: every training pass draws its own ``E`` from ``std`` (reparameterised, so ``log_std`` gets
-  gradients), as sb3 draws a new matrix before each gradient step. :func:`fresh_noise` selects this.
+  gradients), as sb3 draws a new matrix before each gradient step (sb3 shares one between the target and the
+  actor pass of a step; here each pass, a separate compiled graph, draws its own). :func:`fresh_noise` selects
+  this.
+
+The features are not detached from the noise: sb3's SAC and CrossQ actors build their gSDE distribution with
+``learn_features=True``, so the actor body also learns through the noise and its variance.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ def unused_sde_options(use_sde: bool, **options: Any) -> list[str]:
 
 
 def expln(log_std: Tensor) -> Tensor:
-    """``exp(x)`` for ``x <= 0``, ``log(1 + x) + 1`` above: a positive std that grows only slowly (gSDE paper)."""
-    return torch.where(log_std <= 0, log_std.clamp(max=0).exp(), torch.log1p(log_std.clamp(min=0)) + 1.0)
+    """``exp(x)`` for ``x <= 0``, ``log(1 + x + 1e-6) + 1`` above (sb3's): a positive std that grows only slowly."""
+    above = torch.log1p(log_std.clamp(min=0) + VARIANCE_EPS) + 1.0
+    return torch.where(log_std <= 0, log_std.clamp(max=0).exp(), above)
 
 
 def gsde_noise(latent: Tensor, matrices: Tensor) -> Tensor:
@@ -145,6 +151,11 @@ class GSDEActorNet(nn.Module):
 
 def _gsde_heads(module: nn.Module) -> list[GSDEActorNet]:
     return [submodule for submodule in module.modules() if isinstance(submodule, GSDEActorNet)]
+
+
+def has_gsde(module: nn.Module) -> bool:
+    """Whether ``module`` holds a gSDE actor head."""
+    return bool(_gsde_heads(module))
 
 
 def reset_noise(module: nn.Module) -> None:

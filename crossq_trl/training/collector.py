@@ -27,14 +27,21 @@ class CrossQCollector(Collector):
 
     An exception from the env (or from the generic loop, e.g. a dead worker of a parallel env) is raised
     as :class:`~crossq_trl.training.faults.EnvStepError`, from the env's own error.
+
+    With ``random_warmup=False`` the policy acts from the first step (sb3's ``use_sde_at_warmup``):
+    ``init_random_frames`` then only delays learning (the trainer waits for it), it draws no random actions.
     """
 
-    def __init__(self, *args, random_frames_per_batch: int = 1000, **kwargs) -> None:
+    def __init__(self, *args, random_frames_per_batch: int = 1000, random_warmup: bool = True, **kwargs) -> None:
         super().__init__(*args, track_traj_ids=False, return_same_td=True, **kwargs)
+        self.random_warmup = random_warmup
         self._exclude_private_keys = False  # nothing here writes private keys: skip the per-batch key scan
         self.random_frames_per_batch = max(self.frames_per_batch, random_frames_per_batch)
         self._lean = self.env.batch_size == torch.Size([]) and self.policy_device in (None, self.env_device)
         self._env_failed = False
+
+    def _should_use_random_frames(self) -> bool:
+        return self.random_warmup and super()._should_use_random_frames()
 
     def _batch_length(self) -> int:
         if not self._should_use_random_frames():

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from crossq_trl.exploration.factory import NOISE_FORMS, is_action_noise_option
+from crossq_trl.modules.gsde import unused_sde_options
 from crossq_trl.training.precision import PRECISIONS
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -41,6 +43,12 @@ class CrossQConfig:
     collected. ``ent_coef`` is ``"auto"``, ``"auto_<init>"`` or a fixed float.
     ``net_arch`` is one list for both networks or ``{"pi": [...], "qf": [...]}``
     (default actor [256, 256], critic [1024, 1024]).
+
+    Exploration: ``action_noise`` is None, ``"normal_<sigma>"``, ``"ou_<sigma>"``, an
+    :class:`~crossq_trl.exploration.ActionNoise` or any object with sb3's ``ActionNoise`` protocol.
+    ``use_sde`` selects the gSDE actor (``log_std_init``, ``use_expln``, ``clip_mean`` are its
+    ``policy_kwargs`` in sb3), ``sde_sample_freq`` its resampling period (-1: each rollout only),
+    ``use_sde_at_warmup`` acts with it instead of uniform random actions before ``learning_starts``.
     """
 
     learning_rate: float | str | Callable[[float], float] = 1e-3
@@ -53,6 +61,13 @@ class CrossQConfig:
     ent_coef: str | float = "auto"
     target_entropy: str | float = "auto"
     policy_delay: int = 3
+    action_noise: Any = None
+    use_sde: bool = False
+    sde_sample_freq: int = -1
+    use_sde_at_warmup: bool = False
+    log_std_init: float = -3.0
+    use_expln: bool = False
+    clip_mean: float = 2.0
     n_envs: int = 1
     net_arch: list[int] | dict[str, list[int]] | None = None
     activation_fn: str | type[nn.Module] = "relu"
@@ -97,12 +112,35 @@ class CrossQConfig:
             "'memory' or 'memmap'",
             lambda v: v in ("memory", "memmap"),
         )
+        self._check_exploration()
         self.learning_rate_at(1.0)
         self.entropy_coefficient()
         if self.target_entropy != "auto":
             _check("target_entropy", self.target_entropy, "'auto' or a float", _is_number)
         self.actor_arch(), self.critic_arch(), self.activation(), self.optimizer()
         self.torch_device()
+
+    def _check_exploration(self) -> None:
+        _check("action_noise", self.action_noise, NOISE_FORMS, is_action_noise_option)
+        _check(
+            "sde_sample_freq",
+            self.sde_sample_freq,
+            "-1 (each rollout only) or an integer >= 1",
+            lambda v: _is_int(v) and (v == -1 or v >= 1),
+        )
+        _check("log_std_init", self.log_std_init, "a float", _is_number)
+        _check("clip_mean", self.clip_mean, "a float >= 0 (0: no clipping)", lambda v: _is_number(v) and v >= 0)
+        unused = unused_sde_options(
+            self.use_sde,
+            log_std_init=self.log_std_init,
+            use_expln=self.use_expln,
+            clip_mean=self.clip_mean,
+            sde_sample_freq=self.sde_sample_freq,
+        ) + (["use_sde_at_warmup"] if self.use_sde_at_warmup and not self.use_sde else [])
+        if unused:
+            raise ValueError(
+                f"CrossQConfig: {unused} only apply with use_sde=True; set it or leave them at their defaults."
+            )
 
     @staticmethod
     def _parse_train_freq(train_freq) -> tuple[int, str]:

@@ -16,6 +16,8 @@ from torchrl.envs import EnvBase
 from torchrl.record.loggers import Logger
 from torchrl.trainers import Trainer
 
+from crossq_trl.exploration.gsde_resampling import GSDERolloutReset
+from crossq_trl.modules.gsde import has_gsde
 from crossq_trl.training.checkpoint import rng_state, save_checkpoint, set_rng_state
 from crossq_trl.training.env_state import restore_env, snapshot_env
 from crossq_trl.training.faults import CheckpointSaveError, EnvStepError, NonFiniteError, TrainingInterrupted
@@ -67,7 +69,8 @@ class CrossQTrainer(Trainer):
     :class:`UpdateSchedule` decides how many updates run, each on a fresh replay sample
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
     actor and temperature every ``policy_delay``-th). The collector's policy is the
-    actor, kept in eval mode (acting on BRN running statistics).
+    actor, kept in eval mode (acting on BRN running statistics). A gSDE actor gets new
+    exploration matrices after each collected batch (:class:`GSDERolloutReset`), sb3's rollout.
 
     Logging goes through a TorchRL ``Logger`` every ``log_interval`` finished episodes
     (episode return/length, losses, alpha, entropy, env steps/s, updates/s); metrics
@@ -163,6 +166,8 @@ class CrossQTrainer(Trainer):
             self.register_op("post_steps_log", self._check_before_evaluation)
             self.evaluation.register(self)
         self.register_op("post_steps_log", self._report)
+        if has_gsde(update.loss.actor_network):
+            GSDERolloutReset(update.loss.actor_network).register(self)
         self.register_op("post_steps", self._run_callback)
         self.register_op("setup", self._restore_pending_state)
 
