@@ -215,12 +215,14 @@ def test_policy_kwargs_build_the_networks():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"action_noise": object()}, NotImplementedError, "action_noise"),
-        ({"use_sde": True}, NotImplementedError, "use_sde"),
-        ({"use_sde_at_warmup": True}, NotImplementedError, "use_sde"),
+        ({"action_noise": object()}, ValueError, r"CrossQConfig\.action_noise"),
+        ({"action_noise": "normal_-1"}, ValueError, r"CrossQConfig\.action_noise"),
+        ({"use_sde_at_warmup": True}, ValueError, "use_sde_at_warmup.*use_sde=True"),
+        ({"use_sde": True, "sde_sample_freq": 0}, ValueError, r"CrossQConfig\.sde_sample_freq"),
         ({"replay_buffer_class": object}, NotImplementedError, "replay_buffer_class"),
         ({"optimize_memory_usage": True}, NotImplementedError, "optimize_memory_usage"),
-        ({"policy_kwargs": {"use_expln": True}}, ValueError, "use_expln"),
+        ({"policy_kwargs": {"use_expln": True}}, ValueError, "use_expln.*use_sde=True"),
+        ({"policy_kwargs": {"full_std": False}}, ValueError, "full_std"),
         ({"replay_buffer_kwargs": {"handle_timeout_termination": True}}, ValueError, "handle_timeout_termination"),
         ({"batch_size": 0}, ValueError, r"CrossQConfig\.batch_size"),
     ],

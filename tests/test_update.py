@@ -25,9 +25,9 @@ BATCH = 64
 NETWORK = {"net_arch": [16, 16], "batch_renorm": BatchRenormConfig(warmup_steps=1, momentum=0.1)}
 
 
-def make_loss(observation_spec, action_spec) -> CrossQLoss:
+def make_loss(observation_spec, action_spec, **actor_kwargs) -> CrossQLoss:
     specs = {"observation_spec": observation_spec, "action_spec": action_spec}
-    actor = make_crossq_actor(**specs, **NETWORK)
+    actor = make_crossq_actor(**specs, **NETWORK, **actor_kwargs)
     critic = make_crossq_critic(**specs, **NETWORK)
     loss = CrossQLoss(actor, critic, alpha_init=0.5)
     loss.make_value_estimator(gamma=0.99)
@@ -120,6 +120,33 @@ def test_compiled_update_is_two_graphs_that_never_recompile(loss, make_batch):
         "parameters": nan_update,
         "actor loss": nan_update,  # the temperature loss reads log pi of the actor before its step: still finite
     }
+
+
+def test_gsde_update_compiles_to_two_graphs_matching_eager(observation_spec, action_spec, make_batch):
+    """With a gSDE actor, each pass draws its noise matrix inside the graph: the compiled update gives the eager
+    numbers (weights, log_std, BRN statistics), in two graphs without breaks, and never recompiles."""
+    eager_loss = make_loss(observation_spec, action_spec, use_sde=True, log_std_init=-1.0)
+    compiled_loss = copy.deepcopy(eager_loss)
+    eager, compiled = make_update(eager_loss, compile=False), make_update(compiled_loss, compile=True)
+    counters.clear()
+    for step in range(2 * POLICY_DELAY + 1):
+        batch = make_batch(BATCH)
+        metrics = []
+        for update in (eager, compiled):
+            torch.manual_seed(100 + step)
+            metrics.append(update(batch.clone()))
+        for key, want in metrics[0].items():
+            torch.testing.assert_close(metrics[1][key], want, rtol=1e-5, atol=1e-6, msg=f"{key}, step {step}")
+    for name, want in eager_loss.state_dict().items():
+        if not name.endswith("_extra_state"):
+            assert_relative_close(compiled_loss.state_dict()[name], want, name)
+    assert counters["stats"]["unique_graphs"] == 2
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(2 * POLICY_DELAY):
+            compiled(make_batch(BATCH))
+    log_std = compiled_loss.actor_network.module[0].module.log_std
+    assert not torch.equal(log_std, torch.full_like(log_std, -1.0))  # trained through the noise
 
 
 def test_each_update_compiles_graphs_of_its_own(observation_spec, action_spec, make_batch):
