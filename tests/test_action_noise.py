@@ -11,7 +11,6 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from conftest import ACT_DIM
 from crossq_trl import (
     AdditiveActionNoise,
     GaussianActionNoise,
@@ -20,6 +19,7 @@ from crossq_trl import (
     make_action_noise,
 )
 
+ACT_DIM = 2  # the conftest action spec
 N_ENVS = 3
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,9 +24,25 @@ def saved_model(tmp_path_factory):
 
 
 def assert_same_state(actual: dict, expected: dict) -> None:
+    """Equal tensors, and equal values in nested dicts (a module's extra state, e.g. the gSDE matrices)."""
     assert actual.keys() == expected.keys()
     for key, value in expected.items():
-        assert torch.equal(actual[key], value), key
+        if isinstance(value, dict):
+            assert_same_state(actual[key], value)
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(actual[key], value), key
+        else:
+            assert actual[key] == value, key
+
+
+class NumpyNormalNoise:
+    """An object with sb3's ActionNoise protocol drawing from NumPy's global generator, as sb3's noises do."""
+
+    def __call__(self) -> np.ndarray:
+        return np.random.normal(0.0, 0.3, size=1).astype(np.float32)
+
+    def reset(self) -> None:
+        pass
 
 
 # --- file-level errors ------------------------------------------------------------------------------------------
@@ -213,6 +230,42 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, env_id, n):
             assert_same_state(resumed_optim[index], state)
     # the checkpoint kept being updated to the end of the run
     assert load_checkpoint(path)["num_timesteps"] == 2 * n
+
+
+EXPLORATION_CASES = {
+    "gsde_and_ou": {"use_sde": True, "sde_sample_freq": 7, "train_freq": 5, "action_noise": "ou_0.3"},
+    "sb3_noise_object": {"action_noise": NumpyNormalNoise()},
+}
+
+
+@pytest.mark.parametrize("exploration", EXPLORATION_CASES.values(), ids=EXPLORATION_CASES.keys())
+def test_resume_with_exploration_is_bit_identical(tmp_path, exploration):
+    """Resuming a run with gSDE (matrices held across the stop) and an action noise process (its state, or the
+    NumPy generator an sb3 noise draws from) gives the uninterrupted run's weights, noise state and transitions."""
+    kwargs = {"learning_starts": 40, "policy_delay": 2, "seed": 11, **TINY, **exploration}
+    path, n = tmp_path / "checkpoint.pt", 120
+    interrupted = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs)
+    interrupted.learn(
+        2 * n, callback=lambda m: m.trainer.collected_frames < n, checkpoint_path=path, checkpoint_interval=10**9
+    )
+    resumed = CrossQ.resume(path)
+    reference = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs).learn(2 * n)
+    assert resumed.num_timesteps == reference.num_timesteps == 2 * n
+    assert_same_state(resumed.loss_module.state_dict(), reference.loss_module.state_dict())
+    tensors = lambda state: {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}  # noqa: E731
+    assert_same_state(tensors(resumed.action_noise.state_dict()), tensors(reference.action_noise.state_dict()))
+    resumed_actions, reference_actions = resumed.replay_buffer[:]["action"], reference.replay_buffer[:]["action"]
+    assert torch.equal(resumed_actions, reference_actions)
+
+
+def test_save_load_keeps_the_noise_state_and_gsde_matrices(tmp_path):
+    model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, use_sde=True, action_noise="ou_0.3", seed=3, **TINY)
+    model.learn(60, callback=lambda m: m.trainer.collected_frames < 50)  # stopped mid-rollout
+    loaded = CrossQ.load(model.save(tmp_path / "model.pt"))
+    assert_same_state(loaded.loss_module.state_dict(), model.loss_module.state_dict())
+    assert torch.equal(loaded.action_noise.state, model.action_noise.state)
+    assert not torch.equal(model.action_noise.state, torch.zeros_like(model.action_noise.state))
+    assert loaded.config.use_sde and loaded.config.action_noise == "ou_0.3"
 
 
 def test_interrupted_run_differs_without_resume(tmp_path):

@@ -10,10 +10,10 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from conftest import ACT_DIM, OBS_DIM
 from crossq_trl import ActingPolicy, CrossQLoss, make_crossq_actor, make_crossq_critic, reset_noise
 from crossq_trl.modules.gsde import GSDEActorNet, expln, fresh_noise
 
+OBS_DIM, ACT_DIM = 3, 2  # the conftest specs
 N_ENVS = 4
 
 

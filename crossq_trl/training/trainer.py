@@ -37,6 +37,8 @@ class UpdateSchedule:
     ``train_freq=(n, "step")``: the collector hands over ``n`` steps of every env, each
     batch is due. ``(n, "episode")``: due once ``n`` episodes ended since the last
     updates. ``gradient_steps=-1``: as many updates as env steps collected since then.
+    The batches between two due updates are sb3's rollout; they are counted from the first
+    batch on, random warm-up included (whose updates are skipped, as sb3 does).
     """
 
     def __init__(self, train_freq: tuple[int, str], gradient_steps: int) -> None:
@@ -70,7 +72,7 @@ class CrossQTrainer(Trainer):
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
     actor and temperature every ``policy_delay``-th). The collector's policy is the
     actor, kept in eval mode (acting on BRN running statistics). A gSDE actor gets new
-    exploration matrices after each collected batch (:class:`GSDERolloutReset`), sb3's rollout.
+    exploration matrices at the start of each rollout (:class:`GSDERolloutReset`).
 
     Logging goes through a TorchRL ``Logger`` every ``log_interval`` finished episodes
     (episode return/length, losses, alpha, entropy, env steps/s, updates/s); metrics
@@ -156,7 +158,9 @@ class CrossQTrainer(Trainer):
         self._last_check = (0, 0)  # updates and frames at the last non-finite check
         self._saved_at: int | None = None  # env step of the last checkpoint this run wrote
 
+        self._updates_due = 0
         self.register_op("batch_process", self._store)
+        self.register_op("batch_process", self._count_rollout)
         self.register_op("process_optim_batch", self._sample)
         self.episodes = EpisodeStatistics(stats_window_size)
         self.episodes.register(self)
@@ -167,7 +171,7 @@ class CrossQTrainer(Trainer):
             self.evaluation.register(self)
         self.register_op("post_steps_log", self._report)
         if has_gsde(update.loss.actor_network):
-            GSDERolloutReset(update.loss.actor_network).register(self)
+            GSDERolloutReset(update.loss.actor_network, rollout_ended=lambda: self._updates_due > 0).register(self)
         self.register_op("post_steps", self._run_callback)
         self.register_op("setup", self._restore_pending_state)
 
@@ -205,12 +209,16 @@ class CrossQTrainer(Trainer):
                 "to clip or replace such values), then resume."
             )
 
+    def _count_rollout(self, batch: TensorDictBase) -> TensorDictBase:
+        self._updates_due = self.schedule.updates_due(batch)
+        return batch
+
     def _sample(self, batch: TensorDictBase) -> TensorDictBase:
         return self.replay_buffer.sample().to(self.update.device)
 
     def optim_steps(self, batch: TensorDictBase) -> None:
         """Run the updates due for this batch (replaces Trainer's fixed-count loop)."""
-        num_updates = self.schedule.updates_due(batch)
+        num_updates = self._updates_due
         if num_updates == 0:
             return
         if self.learning_rate is not None:
