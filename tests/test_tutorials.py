@@ -43,6 +43,7 @@ def test_tutorials_exist() -> None:
         "01_quickstart.ipynb",
         "02_components_in_your_own_loop.ipynb",
         "03_batch_renorm.ipynb",
+        "04_exploration_in_your_own_loop.ipynb",
     } <= names, names
     readme = (TUTORIALS / "README.md").read_text()
     for name in names:
