@@ -118,8 +118,8 @@ class GSDEActorNet(nn.Module):
             noise = latent @ (std * torch.empty_like(std).normal_())
         elif interaction_type() in (InteractionType.RANDOM, None):
             noise = gsde_noise(latent, self.acting_matrices(latent.shape[:-1].numel()))
-        else:  # the mode is asked for: no acting step, no draw
-            noise = gsde_noise(latent, self.exploration_matrices)
+        else:  # the mode is asked for: no acting step, no noise
+            noise = torch.zeros_like(loc)
         return loc.float(), scale.float(), noise.float()  # float32 under autocast
 
     def acting_matrices(self, batch_size: int) -> Tensor:
