@@ -130,6 +130,14 @@ BAD_VALUES = [
     ("eval_freq", -5),
     ("n_eval_episodes", 0),
     ("precision", "fp16"),
+    ("action_noise", "normal"),
+    ("action_noise", "ou_0"),
+    ("action_noise", object()),
+    ("sde_sample_freq", 0),
+    ("sde_sample_freq", -2),
+    ("log_std_init", "low"),
+    ("clip_mean", -1.0),
+    ("use_sde_at_warmup", True),  # without use_sde
 ]
 
 
@@ -141,6 +149,6 @@ def test_invalid_values_raise_naming_the_field(field, value):
 
 def test_every_validated_field_has_a_bad_value_case():
     """The table above covers every field that is validated (the rest are free-form)."""
-    free_form = {"batch_norm", "optimizer_kwargs", "seed", "compile", "replay_buffer_dir"}
+    free_form = {"batch_norm", "optimizer_kwargs", "seed", "compile", "replay_buffer_dir", "use_sde", "use_expln"}
     covered = {field for field, _ in BAD_VALUES}
     assert covered | free_form == set(CrossQConfig.field_names())

@@ -26,5 +26,8 @@ class GaussianActionNoise(ActionNoise):
         self.register_buffer("mean", mean)
         self.register_buffer("sigma", sigma)
 
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.tolist()}, sigma={self.sigma.tolist()}, n_envs={self.n_envs}"
+
     def sample(self) -> Tensor:
         return self.mean + self.sigma * torch.randn(self.n_envs, self.action_dim, device=self.mean.device)

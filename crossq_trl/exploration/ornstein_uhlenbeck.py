@@ -49,6 +49,12 @@ class OrnsteinUhlenbeckActionNoise(ActionNoise):
         self.register_buffer("initial", initial)
         self.register_buffer("state", initial.expand(n_envs, -1).clone())
 
+    def extra_repr(self) -> str:
+        return (
+            f"mean={self.mean.tolist()}, sigma={self.sigma.tolist()}, theta={self.theta}, dt={self.dt}, "
+            f"n_envs={self.n_envs}"
+        )
+
     def sample(self) -> Tensor:
         drift = self.theta * (self.mean - self.state) * self.dt
         diffusion = self.sigma * math.sqrt(self.dt) * torch.randn_like(self.state)

@@ -138,9 +138,8 @@ class CrossQConfig:
             sde_sample_freq=self.sde_sample_freq,
         ) + (["use_sde_at_warmup"] if self.use_sde_at_warmup and not self.use_sde else [])
         if unused:
-            raise ValueError(
-                f"CrossQConfig: {unused} only apply with use_sde=True; set it or leave them at their defaults."
-            )
+            names = ", ".join(f"CrossQConfig.{name}" for name in unused)
+            raise ValueError(f"{names} only apply with use_sde=True: set it, or leave them at their defaults.")
 
     @staticmethod
     def _parse_train_freq(train_freq) -> tuple[int, str]:
