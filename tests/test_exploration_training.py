@@ -87,3 +87,16 @@ def test_policy_kwargs_carry_the_gsde_head_options():
     head = model.actor.module[0].module
     assert torch.equal(head.log_std, torch.full_like(head.log_std, -1.0))
     assert head.use_expln and head.clip_mean == 0.5
+
+
+def test_periodic_evaluation_runs_the_noisy_policy_deterministically():
+    """The trainer's evaluation goes through the collector's policy (action noise included): deterministic, it adds
+    no noise and needs no ``is_init`` on the evaluation env."""
+    model = CrossQ(
+        "MlpPolicy", "Pendulum-v1", learning_starts=0, action_noise="ou_0.5", eval_freq=50, n_eval_episodes=1, **TINY
+    )
+    state = model.action_noise.state.clone()
+    model.learn(50, callback=lambda m: setattr(m, "_noise_before_eval", m.action_noise.state.clone()))
+    assert "eval/mean_reward" in model.trainer.report()
+    assert torch.equal(model.action_noise.state, model._noise_before_eval)
+    assert not torch.equal(model.action_noise.state, state)
