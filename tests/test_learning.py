@@ -5,6 +5,8 @@ Calibration (2 shared CPU cores, 10 deterministic episodes, random policy about 
   2500; between -110 and -210 from there up to 4000 steps.
 - this test's uninterrupted 3000-step run, seeds 1 / 0 / 2: -155 / -212 / -206 (worst episode -335 / -375 / -348),
   untrained -1227 / -1494 / -1566; 42 to 50 s each.
+- with gSDE (use_sde=True), the same 3000-step run: seed 1 -151 (worst episode -293), seed 0 -801 (not yet learned);
+  at 4000 steps seeds 0 / 1 / 2 score -164 / -190 / -122 (benchmarks/results/exploration/summary.md).
 """
 
 from __future__ import annotations
