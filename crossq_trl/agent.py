@@ -197,7 +197,6 @@ class CrossQ:
         sde = {"log_std_init": cfg.log_std_init, "use_expln": cfg.use_expln, "clip_mean": cfg.clip_mean}
         sde = {"use_sde": True, "sde_sample_freq": cfg.sde_sample_freq, **sde} if cfg.use_sde else {}
         self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network, **sde)
-        self.actor.eval()  # acting and evaluation always use BRN running statistics
         self.acting_policy = ActingPolicy(self.actor, compile=cfg.compile)
         self.action_noise, self.exploration_policy = None, self.acting_policy
         if cfg.action_noise is not None:

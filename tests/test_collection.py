@@ -12,7 +12,7 @@ from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffe
 from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, StepCounter, TransformedEnv
 from torchrl.envs.utils import ExplorationType, check_env_specs
 
-from crossq_trl import make_crossq_actor, make_env, make_replay_buffer
+from crossq_trl import CrossQLoss, make_crossq_actor, make_crossq_critic, make_env, make_replay_buffer
 from crossq_trl.training.collector import CrossQCollector
 from crossq_trl.training.lean_gym_env import LeanGymEnv
 
@@ -132,3 +132,25 @@ def test_replay_fast_path_stores_and_samples_what_the_generic_one_does():
             samples.append(buffer.sample())
         torch.testing.assert_close(samples[1], samples[0])
         assert samples[1].batch_size == (4,)
+
+
+def test_a_collector_leaves_the_actors_brn_statistics_alone():
+    """The actor straight from make_crossq_actor acts in eval mode: TorchRL's Collector running it leaves the BRN
+    running statistics (and step counts) as they were; CrossQLoss's actor pass still trains them."""
+    env = make_env("Pendulum-v1", seed=0)
+    actor = make_crossq_actor(env, net_arch=[8])
+    assert not any(module.training for module in actor.modules())
+    before = {name: buffer.clone() for name, buffer in actor.named_buffers()}
+    collector = Collector(env, actor, frames_per_batch=16, total_frames=64, auto_register_policy_transforms=False)
+    for _ in collector:
+        pass
+    collector.shutdown()
+    for name, buffer in actor.named_buffers():
+        torch.testing.assert_close(buffer, before[name], msg=f"{name} moved during collection")
+
+    loss = CrossQLoss(actor, make_crossq_critic(env, net_arch=[8]))
+    loss.make_value_estimator(gamma=0.99)
+    loss(env.rollout(8))
+    moved = {name for name, buffer in actor.named_buffers() if not torch.equal(buffer, before[name])}
+    assert moved == set(before)  # the loss's train-mode actor pass updated every statistic and step count
+    assert not any(module.training for module in actor.modules())  # and gave the actor its eval mode back

@@ -68,9 +68,11 @@ def make_crossq_actor(
     (:func:`~crossq_trl.modules.gsde.reset_noise`) and every ``sde_sample_freq`` acting steps, and the
     distribution is a :class:`~crossq_trl.modules.gsde_distribution.GSDETanhNormal`.
 
-    Observations and actions come from ``env`` or from explicit specs. Put the actor in
-    ``eval()`` mode to act (BRN then uses its running statistics); :class:`CrossQLoss`
-    picks the mode of each of its own passes whatever the mode outside.
+    Observations and actions come from ``env`` or from explicit specs. The actor comes back in
+    ``eval()`` mode, its acting mode: BRN normalises with its running statistics and leaves them
+    untouched, so a collector running it never moves them by accident (in train mode every
+    collected batch would update them). :class:`CrossQLoss` picks the mode of each of its own
+    passes whatever the mode outside.
     """
     observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
     if action_key is None:
@@ -91,7 +93,7 @@ def make_crossq_actor(
         net = GaussianActorNet(*sizes, **body).to(device)
         dist_keys, dist_class, dist_kwargs = ["loc", "scale"], TanhNormal, {"tanh_loc": False}
     device = next(net.parameters()).device
-    return ProbabilisticActor(
+    actor = ProbabilisticActor(
         TensorDictModule(net, in_keys=in_keys, out_keys=dist_keys),
         in_keys=dist_keys,
         out_keys=[action_key],
@@ -104,3 +106,4 @@ def make_crossq_actor(
         },
         default_interaction_type=InteractionType.RANDOM,
     )
+    return actor.eval()
