@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.envs import GymWrapper
 
 from crossq_trl import CrossQ, make_env
 
@@ -251,3 +252,48 @@ def test_learn_rejects_non_positive_total_timesteps():
     model = CrossQ("MlpPolicy", "Pendulum-v1", **TINY)
     with pytest.raises(ValueError, match="total_timesteps"):
         model.learn(0)
+
+
+class MatrixActionEnv(gym.Env):
+    """A gymnasium env whose action is a 2x2 matrix."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        assert action.shape == (2, 2)
+        return np.full(3, float(action.sum()) / 4, dtype=np.float32), -float(np.square(action).sum()), False, False, {}
+
+
+@pytest.mark.parametrize("wrap", [lambda env: env, GymWrapper], ids=["gymnasium", "torchrl"])
+def test_matrix_action_env_is_refused_naming_shape_and_fix(wrap):
+    """A (2, 2) Box action is refused before any network is built (it would get the entropy target -2, not -4),
+    through the facade and make_env alike, with the shape and the flattening fix in the message."""
+    message = r"action shape \(2, 2\)\. Flatten it to \(4,\)"
+    with pytest.raises(ValueError, match=message):
+        CrossQ("MlpPolicy", wrap(MatrixActionEnv()), **TINY)
+    with pytest.raises(ValueError, match=message):
+        make_env(wrap(MatrixActionEnv()))
+
+
+class FlatActions(gym.ActionWrapper):
+    """The flattening the error message suggests."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(env.action_space.low.flatten(), env.action_space.high.flatten())
+
+    def action(self, action):
+        return action.reshape(self.env.action_space.shape)
+
+
+def test_the_suggested_flattening_trains():
+    """The fix the error message suggests gives a 4-dim action with the entropy target -4, and learn runs."""
+    model = CrossQ("MlpPolicy", FlatActions(MatrixActionEnv()), learning_starts=50, **TINY)
+    assert model.loss_module.target_entropy.item() == -4.0
+    model.learn(120)
+    assert model.predict(np.zeros(3, dtype=np.float32))[0].shape == (4,)

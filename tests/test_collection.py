@@ -154,3 +154,11 @@ def test_a_collector_leaves_the_actors_brn_statistics_alone():
     moved = {name for name, buffer in actor.named_buffers() if not torch.equal(buffer, before[name])}
     assert moved == set(before)  # the loss's train-mode actor pass updated every statistic and step count
     assert not any(module.training for module in actor.modules())  # and gave the actor its eval mode back
+
+
+def test_lean_env_refuses_a_matrix_action():
+    """LeanGymEnv takes vector actions only; a (2, 2) Box is refused with the shape and the fix."""
+    env = gym.make("Pendulum-v1")
+    env.action_space = gym.spaces.Box(-2.0, 2.0, (2, 2))
+    with pytest.raises(ValueError, match=r"action shape \(2, 2\)\. Flatten it to \(4,\)"):
+        LeanGymEnv(env)

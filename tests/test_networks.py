@@ -272,10 +272,12 @@ def test_ensemble_linear_init_like_nn_linear():
         (Unbounded((ACT_DIM,)), "continuous, bounded"),
         (Bounded(-1, 1, (ACT_DIM,), dtype=torch.int64), "continuous, bounded"),
         (Bounded(torch.tensor([-1.0, -math.inf]), torch.tensor([1.0, 1.0]), (ACT_DIM,)), "finite action bounds"),
+        (Bounded(-1.0, 1.0, (2, 2)), r"action shape \(2, 2\)\. Flatten it to \(4,\)"),
     ],
 )
 def test_unsupported_action_spec_raises(observation_spec, spec, message):
-    """Discrete, one-hot, unbounded or infinite-bound action specs raise ValueError saying what CrossQ needs."""
+    """Discrete, one-hot, unbounded, infinite-bound or matrix action specs raise ValueError saying what CrossQ
+    needs."""
     with pytest.raises(ValueError, match=message):
         make_crossq_actor(observation_spec=observation_spec, action_spec=spec, net_arch=[4])
     with pytest.raises(ValueError, match=message):

@@ -33,7 +33,7 @@ class AdditiveActionNoise(TensorDictModuleBase):
         is_init_key: NestedKey = "is_init",
     ) -> None:
         super().__init__()
-        action_spec = check_action_spec(action_spec)
+        action_spec = check_action_spec(action_spec, batch_dims=-1)  # a batched env's spec is fine too
         if noise.action_dim != action_spec.shape[-1]:
             raise ValueError(
                 f"The action noise has {noise.action_dim} dimensions but the actions {action_spec.shape[-1]}; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from tensordict.utils import NestedKey
@@ -20,11 +21,26 @@ def resolve_specs(
         action_spec = action_spec if action_spec is not None else env.action_spec
     if observation_spec is None or action_spec is None:
         raise ValueError("Pass an env, or both observation_spec and action_spec.")
-    return observation_spec, check_action_spec(action_spec)
+    # The specs share their batch dims: a Composite's shape, or all but the features of a plain spec.
+    batch_dims = observation_spec.ndim if isinstance(observation_spec, Composite) else observation_spec.ndim - 1
+    return observation_spec, check_action_spec(action_spec, batch_dims=batch_dims)
 
 
-def check_action_spec(action_spec: TensorSpec) -> Bounded:
-    """CrossQ squashes a Gaussian into a box: only bounded continuous actions work."""
+def check_vector_action(shape: Sequence[int]) -> None:
+    """CrossQ's actions are vectors (its entropy target is ``-dim(A)``, its networks end in ``dim(A)`` units):
+    refuse any other action shape, saying how to flatten it."""
+    shape = tuple(shape)
+    if len(shape) != 1:
+        raise ValueError(
+            f"CrossQ needs a vector action (a 1-D Box), got action shape {shape}. Flatten it to "
+            f"({math.prod(shape)},) and reshape it back in the env, e.g. with a gymnasium.ActionWrapper whose "
+            f"action_space is Box(low.flatten(), high.flatten()) and whose action(a) returns a.reshape({shape})."
+        )
+
+
+def check_action_spec(action_spec: TensorSpec, batch_dims: int = 0) -> Bounded:
+    """CrossQ squashes a Gaussian into a box: only bounded continuous vector actions work. The first
+    ``batch_dims`` dims of the spec are batch (env) dims; ``-1``: all but the last."""
     if isinstance(action_spec, Composite):
         if len(list(action_spec.keys(True, True))) != 1:
             raise ValueError(
@@ -38,6 +54,7 @@ def check_action_spec(action_spec: TensorSpec) -> Bounded:
             f"spec with float dtype); got {type(action_spec).__name__} with dtype {action_spec.dtype}. "
             "Discrete, MultiDiscrete, MultiBinary and Dict actions are not supported."
         )
+    check_vector_action(action_spec.shape[batch_dims:])
     low, high = action_spec.space.low, action_spec.space.high
     if not (low.isfinite().all() and high.isfinite().all()):
         raise ValueError(

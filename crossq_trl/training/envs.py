@@ -18,7 +18,7 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-from crossq_trl.modules.specs import check_action_spec
+from crossq_trl.modules.specs import check_action_spec, check_vector_action
 from crossq_trl.training.lean_gym_env import LeanGymEnv
 
 EnvLike = str | gym.Env | EnvBase | Callable[[], gym.Env]
@@ -37,6 +37,7 @@ def _gym_env(env: str | gym.Env | Callable[[], gym.Env]) -> gym.Env:
             f"CrossQ needs a continuous Box action space, got {env.action_space}. "
             "Discrete, MultiDiscrete, MultiBinary and Dict actions are not supported."
         )
+    check_vector_action(env.action_space.shape)
     space = env.observation_space
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
         # Discrete / MultiDiscrete / MultiBinary become one-hot vectors, images and Dicts flat vectors.
@@ -70,14 +71,14 @@ def make_env(
     Gymnasium envs become :class:`LeanGymEnv`s, which write the float32 observations and
     the episode statistics themselves; with ``n_envs > 1`` they run in worker processes
     (``ParallelEnv``), which needs an id or a factory. Observations must be vectors (other
-    gymnasium spaces are flattened); actions a bounded Box. With ``mark_episode_start`` the
+    gymnasium spaces are flattened); actions a bounded vector Box. With ``mark_episode_start`` the
     env also writes ``is_init`` (True on the first step of each episode, TorchRL's
     ``InitTracker``), which action noise restarts on.
     """
     if isinstance(env, EnvBase):
         if n_envs != 1:
             raise ValueError("n_envs > 1 needs an env id or a factory, not a built TorchRL env.")
-        check_action_spec(env.action_spec)
+        check_action_spec(env.action_spec_unbatched)
         torchrl_env = _with_crossq_transforms(env, mark_episode_start)
     elif n_envs == 1:
         torchrl_env = LeanGymEnv(_gym_env(env), device=device, mark_episode_start=mark_episode_start)

@@ -18,6 +18,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from crossq_trl.modules.specs import check_vector_action
+
 _DONE_KEYS = ("done", "terminated", "truncated")
 
 
@@ -44,6 +46,7 @@ class LeanGymEnv(EnvBase):
     def __init__(self, env: gym.Env, *, device: torch.device | str = "cpu", mark_episode_start: bool = False) -> None:
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError(f"LeanGymEnv needs a Box action space, got {env.action_space}.")
+        check_vector_action(env.action_space.shape)
         if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
             raise ValueError(f"LeanGymEnv needs a 1-D Box observation space, got {env.observation_space}.")
         super().__init__(device=device, batch_size=torch.Size([]))
