@@ -70,6 +70,9 @@ class CrossQ:
     ``log_std_init``, ``use_expln``, ``clip_mean``) gives the actor a gSDE head. Uniform random actions
     before ``learning_starts`` get no action noise (sb3 adds it to them too).
 
+    ``n_steps`` > 1 trains on n-step targets as sb3 2.x does: the replay buffer keeps one-step transitions and
+    samples n-step ones (:mod:`crossq_trl.training.n_step`).
+
     Example:
         >>> model = CrossQ("MlpPolicy", "Pendulum-v1", policy_delay=2, verbose=1)
         >>> model.learn(total_timesteps=20_000)
@@ -92,6 +95,7 @@ class CrossQ:
         replay_buffer_class: Any = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
+        n_steps: int = 1,
         ent_coef: str | float = "auto",
         target_entropy: str | float = "auto",
         policy_delay: int = 3,
@@ -142,6 +146,7 @@ class CrossQ:
             learning_starts=learning_starts,
             batch_size=batch_size,
             gamma=gamma,
+            n_steps=n_steps,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
             ent_coef=ent_coef,
@@ -189,6 +194,7 @@ class CrossQ:
         if self._specs is None:
             raise ValueError("An env (or the specs saved in a model file) is needed to build the networks.")
         cfg = self.config
+        n_envs = cfg.n_envs if self.env is None else self.env.batch_size.numel()
         batch_renorm = BatchRenormConfig(
             momentum=cfg.batch_norm_momentum, eps=cfg.batch_norm_eps, warmup_steps=cfg.renorm_warmup_steps
         )
@@ -200,7 +206,6 @@ class CrossQ:
         self.acting_policy = ActingPolicy(self.actor, compile=cfg.compile)
         self.action_noise, self.exploration_policy = None, self.acting_policy
         if cfg.action_noise is not None:
-            n_envs = cfg.n_envs if self.env is None else self.env.batch_size.numel()
             action_spec = self._specs["action"]
             self.action_noise = make_action_noise(cfg.action_noise, action_dim=action_spec.shape[-1], n_envs=n_envs)
             self.action_noise.to(self.device)
@@ -229,7 +234,13 @@ class CrossQ:
             self.loss_module, optimizers, policy_delay=cfg.policy_delay, compile=cfg.compile, precision=cfg.precision
         )
         self.replay_buffer = make_replay_buffer(
-            cfg.buffer_size, cfg.batch_size, storage=cfg.replay_buffer_storage, scratch_dir=cfg.replay_buffer_dir
+            cfg.buffer_size,
+            cfg.batch_size,
+            storage=cfg.replay_buffer_storage,
+            scratch_dir=cfg.replay_buffer_dir,
+            n_steps=cfg.n_steps,
+            gamma=cfg.gamma,
+            n_envs=n_envs,
         )
 
     def _make_logger(self) -> Logger | None:

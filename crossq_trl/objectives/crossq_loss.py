@@ -81,6 +81,7 @@ class CrossQLoss(LossModule):
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
         log_prob: NestedKey = "_log_prob"
+        steps_to_next_obs: NestedKey = "steps_to_next_obs"
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
@@ -201,24 +202,24 @@ class CrossQLoss(LossModule):
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         if self._value_estimator is not None:
-            self._value_estimator.set_keys(
-                reward=self.tensor_keys.reward, done=self.tensor_keys.done, terminated=self.tensor_keys.terminated
-            )
+            self._value_estimator.set_keys(**self._value_keys())
         self._in_keys = None
 
+    def _value_keys(self) -> dict[str, NestedKey]:
+        names = ("reward", "done", "terminated", "steps_to_next_obs")
+        return {name: getattr(self.tensor_keys, name) for name in names}
+
     def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams):
-        """Build the bootstrap target estimator; only one-step TD (``TD0``, ``gamma=...``) fits CrossQ's
-        randomly sampled transitions (n-step returns come in through ``steps_to_next_obs``)."""
+        """Build the bootstrap target estimator; only TD (``TD0``, ``gamma=...``) fits CrossQ's randomly sampled
+        transitions. n-step returns come in with the batch, as TorchRL's ``MultiStep`` writes them (or the n-step
+        replay buffer of :func:`~crossq_trl.make_replay_buffer`): the discounted reward sum, the ``"next"``
+        entries k steps on and ``steps_to_next_obs = k``, which makes the bootstrap ``gamma ** k``."""
         value_type = self.default_value_estimator if value_type is None else value_type
         dispatch_value_estimator(
             self,
             value_type,
             supported=self.SUPPORTED_VALUE_ESTIMATORS,
-            tensor_keys={
-                "reward": self.tensor_keys.reward,
-                "done": self.tensor_keys.done,
-                "terminated": self.tensor_keys.terminated,
-            },
+            tensor_keys=self._value_keys(),
             value_network=None,
             **hyperparams,
         )
@@ -304,7 +305,10 @@ class CrossQLoss(LossModule):
 
     def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """Critic loss ``0.5 * sum_i (Q_i(s, a) - y)^2`` with ``y = r + gamma (1 - terminated) *
-        (min_i Q_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(s')``. Returns ``(loss, {"td_error"})``."""
+        (min_i Q_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(s')``. Returns ``(loss, {"td_error"})``.
+
+        With ``steps_to_next_obs = k`` in the batch (n-step transitions), ``r`` is the discounted sum of k
+        rewards, ``s'`` the observation k steps on (the joint pass runs on it) and ``gamma`` becomes ``gamma^k``."""
         next_tensordict = tensordict.get("next")
         with torch.no_grad():
             next_action, next_log_prob = self._policy(next_tensordict, training=False)

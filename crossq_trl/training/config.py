@@ -41,7 +41,8 @@ class CrossQConfig:
     ``"lin_<lr>"`` for a linear decay to 0. ``train_freq`` is a step count or
     ``(n, "step" | "episode")``; ``gradient_steps=-1`` does as many updates as env steps
     collected. ``ent_coef`` is ``"auto"``, ``"auto_<init>"`` or a fixed float.
-    ``net_arch`` is one list for both networks or ``{"pi": [...], "qf": [...]}``
+    ``n_steps`` > 1 gives n-step targets (sb3's ``n_steps``: up to n discounted rewards, cut at the episode's end,
+    bootstrapped with ``gamma^k``). ``net_arch`` is one list for both networks or ``{"pi": [...], "qf": [...]}``
     (default actor [256, 256], critic [1024, 1024]).
 
     Exploration: ``action_noise`` is None, ``"normal_<sigma>"``, ``"ou_<sigma>"``, an
@@ -56,6 +57,7 @@ class CrossQConfig:
     learning_starts: int = 100
     batch_size: int = 256
     gamma: float = 0.99
+    n_steps: int = 1
     train_freq: int | tuple[int, str] = 1
     gradient_steps: int = 1
     ent_coef: str | float = "auto"
@@ -90,7 +92,7 @@ class CrossQConfig:
 
     def __post_init__(self) -> None:
         self.train_freq = self._parse_train_freq(self.train_freq)
-        positive = ("buffer_size", "batch_size", "policy_delay", "n_envs", "n_critics", "n_eval_episodes")
+        positive = ("buffer_size", "batch_size", "n_steps", "policy_delay", "n_envs", "n_critics", "n_eval_episodes")
         for name in positive:
             _check(name, getattr(self, name), "an integer >= 1", lambda v: _is_int(v) and v >= 1)
         non_negative = ("learning_starts", "renorm_warmup_steps", "eval_freq", "stats_window_size")

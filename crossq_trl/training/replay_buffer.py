@@ -17,6 +17,8 @@ from torchrl.data import (
 )
 from torchrl.envs import Compose
 
+from crossq_trl.training.n_step import n_step_entries
+
 
 class CrossQReplayBuffer(TensorDictReplayBuffer):
     """TorchRL's ``TensorDictReplayBuffer`` with a fast path for CrossQ's pattern of use.
@@ -30,7 +32,17 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
     the cursor and :meth:`sample` indexes them directly, drawing the indices exactly as
     ``RandomSampler`` does: the buffer holds and returns the same data as through the
     generic path (tests), and every other use of the buffer is TorchRL's own.
+
+    With ``n_steps > 1`` each sampled transition becomes an n-step one (:func:`n_step_entries`, as sb3's
+    ``NStepReplayBuffer``: discount ``gamma``, the transitions of ``n_envs`` envs stored time-major, one env
+    step after the other); this needs the plain kind of buffer.
     """
+
+    def __init__(self, *args, n_steps: int = 1, gamma: float = 0.99, n_envs: int = 1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if n_steps < 1 or n_envs < 1:
+            raise ValueError(f"n_steps and n_envs must be >= 1, got n_steps={n_steps}, n_envs={n_envs}.")
+        self.n_steps, self.gamma, self.n_envs = n_steps, gamma, n_envs
 
     def _fast_path(self) -> bool:
         storage = self._storage
@@ -73,10 +85,29 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
 
     def sample(self, batch_size: int | None = None, return_info: bool = False, include_info: bool | None = None):
         if not self._fast_path() or return_info or include_info is False or len(self) == 0:
+            if self.n_steps > 1 and len(self):
+                raise ValueError(
+                    "n-step sampling needs the plain buffer (round-robin writer, RandomSampler, no transforms, "
+                    "no prefetch) and no return_info; use n_steps=1 or TorchRL's MultiStep postproc otherwise."
+                )
             return super().sample(batch_size, return_info=return_info, include_info=include_info)
         size = self._batch_size if batch_size is None else batch_size
         index = self._storage._rand_given_ndim(size)
-        source = {key: entry[index] for key, entry in self._entries().items() if key != "index"}
+        entries = {key: entry for key, entry in self._entries().items() if key != "index"}
+        if self.n_steps == 1:
+            source = {key: entry[index] for key, entry in entries.items()}
+        else:
+            capacity = self._storage.max_size
+            newest = (self._writer._cursor - 1) % capacity
+            source = n_step_entries(
+                entries,
+                index,
+                n_steps=self.n_steps,
+                gamma=self.gamma,
+                stride=self.n_envs,
+                newest=newest,
+                capacity=capacity,
+            )
         source["index"] = index
         return TensorDict(source, batch_size=[size], device=self._storage.device)
 
@@ -87,8 +118,12 @@ def make_replay_buffer(
     *,
     storage: str = "memory",
     scratch_dir: str | None = None,
+    n_steps: int = 1,
+    gamma: float = 0.99,
+    n_envs: int = 1,
 ) -> CrossQReplayBuffer:
-    """A :class:`CrossQReplayBuffer` of ``buffer_size`` transitions sampling ``batch_size``.
+    """A :class:`CrossQReplayBuffer` of ``buffer_size`` transitions sampling ``batch_size`` (n-step ones with
+    ``n_steps > 1``, discounted by ``gamma``, from ``n_envs`` envs written time-major).
 
     ``storage="memmap"`` keeps the transitions in memory-mapped files under
     ``scratch_dir`` (a fresh temp dir when None), for 1M-transition buffers that
@@ -100,7 +135,9 @@ def make_replay_buffer(
         backend = LazyMemmapStorage(buffer_size, scratch_dir=scratch_dir or tempfile.mkdtemp(prefix="crossq_rb_"))
     else:
         raise ValueError(f"storage must be 'memory' or 'memmap', got {storage!r}.")
-    return CrossQReplayBuffer(storage=backend, sampler=RandomSampler(), batch_size=batch_size)
+    return CrossQReplayBuffer(
+        storage=backend, sampler=RandomSampler(), batch_size=batch_size, n_steps=n_steps, gamma=gamma, n_envs=n_envs
+    )
 
 
 def replay_buffer_state(replay_buffer: TensorDictReplayBuffer) -> dict:

@@ -183,13 +183,14 @@ class CrossQTrainer(Trainer):
     # --- the update loop -------------------------------------------------------------
 
     def _store(self, batch: TensorDictBase) -> TensorDictBase:
-        """Add the collected transitions to the replay buffer, keeping only what the loss reads."""
+        """Add the collected transitions (``[*envs, time]``) to the replay buffer, keeping only what the loss reads,
+        time-major: every env's step t, then step t + 1 (sb3's order, which n-step sampling relies on)."""
         transitions = batch.select(*self.loss_module.in_keys)
         if transitions.device != _CPU:
             transitions = transitions.cpu()
         self._check_transitions(transitions)
         if transitions.ndim != 1:
-            transitions = transitions.reshape(-1)
+            transitions = transitions.permute(-1, *range(transitions.ndim - 1)).reshape(-1)
         self.replay_buffer.extend(transitions)
         return batch
 

@@ -234,7 +234,7 @@ class CrossQUpdate(OptimizationStepper):
             if id(tensor) not in in_slots:
                 rest.setdefault((tensor.dtype, tensor.device), []).append(tensor)
         self._slots += [_Slot([names[id(t)] for t in tensors], tensors) for tensors in rest.values()]
-        self._batch_keys: list[NestedKey] = list(loss.in_keys)
+        self._batch_keys: list[NestedKey] | None = None  # set by the first batch (_keys_of)
         # [updates so far, then per NONFINITE_QUANTITIES the first update where it was non-finite (0: never)]
         self.health = torch.zeros(1 + len(NONFINITE_QUANTITIES), dtype=torch.int64, device=device)
 
@@ -258,6 +258,8 @@ class CrossQUpdate(OptimizationStepper):
             if self.cudagraphs:  # replayed in place: only the batch and the step scalars are copied in
                 for tensor in (*flats, *(t for inputs in optimizer_inputs for t in inputs[:-1]), self.health):
                     torch._dynamo.mark_static_address(tensor)
+            if self._batch_keys is None:
+                self._batch_keys = self._keys_of(batch)
             batch_tensors = [batch.get(key) for key in self._batch_keys]
             metrics, grads = update(flats, optimizer_inputs, batch_tensors, self.health)
             for group in groups:
@@ -267,6 +269,12 @@ class CrossQUpdate(OptimizationStepper):
             return metrics
 
         return step
+
+    def _keys_of(self, batch: TensorDictBase) -> list[NestedKey]:
+        """The entries of the batches that go into the graphs: the loss's ``in_keys``, and ``steps_to_next_obs``
+        when the batches are n-step ones (fixed by the first batch, as the graphs are)."""
+        steps = self.loss.tensor_keys.steps_to_next_obs
+        return [*self.loss.in_keys, *([steps] if steps in batch.keys(include_nested=True) else [])]
 
     # The objectives: functions of a batch, run on the tensors each update passes in.
     def _critic_objective(self, batch: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
