@@ -112,6 +112,8 @@ BAD_VALUES = [
     ("target_entropy", "high"),
     ("policy_delay", 0),
     ("n_envs", 0),
+    ("n_steps", 0),
+    ("n_steps", 1.5),
     ("net_arch", []),
     ("net_arch", [64, 0]),
     ("net_arch", [64.5]),
