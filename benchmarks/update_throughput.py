@@ -430,10 +430,18 @@ def markdown_report(info: dict[str, Any], peak: dict[str, float], results: list[
     return "\n".join(lines)
 
 
-PROFILE_CATEGORIES = {
-    "matmul (MKL bmm/baddbmm/mm/addmm)": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"),
-    "Adam (fused kernel, step/zero_grad Python)": ("aten::_fused_adam_", "Optimizer.step#", "Optimizer.zero_grad#"),
+_MATMULS = ("bmm", "baddbmm", "mm", "addmm")
+PROFILE_CATEGORIES = {  # matmuls are aten ops, or extern calls of the C++ wrapper (Inductor on CPU)
+    "matmul (MKL bmm/baddbmm/mm/addmm)": tuple(
+        f"{prefix}{op}" for prefix in ("aten::", "aoti_torch_cpu_") for op in _MATMULS
+    ),
+    "Adam outside the graph (non-Adam optimizers, Python)": (
+        "aten::_fused_adam_",
+        "Optimizer.step#",
+        "Optimizer.zero_grad#",
+    ),
     "Dynamo guard evaluation": ("TorchDynamo Cache Lookup",),
+    "compiled graph calls (wrapper)": ("## Call CompiledFxGraph",),
 }
 
 
@@ -455,7 +463,9 @@ def profile_compiled(critic: int, out_dir: Path, updates: int = 2 * POLICY_DELAY
         for batch in batches:
             runner.crossq_update(batch)
     events = prof.key_averages()
-    totals: dict[str, float] = dict.fromkeys([*PROFILE_CATEGORIES, "Inductor kernels (fused BRN, ReLU, losses)"], 0.0)
+    totals: dict[str, float] = dict.fromkeys(
+        [*PROFILE_CATEGORIES, "Inductor kernels (fused BRN, ReLU, losses, Adam)"], 0.0
+    )
     totals["BRN saved_for_backward custom op (incl. its copy)"] = 0.0
     totals["other (wrappers, autograd engine, small aten ops)"] = 0.0
     barrier_children = 0.0
@@ -467,7 +477,7 @@ def profile_compiled(critic: int, out_dir: Path, updates: int = 2 * POLICY_DELAY
             continue
         category = next(
             (name for name, keys in PROFILE_CATEGORIES.items() if event.key.startswith(keys)),
-            "Inductor kernels (fused BRN, ReLU, losses)" if event.key.startswith("graph_") else None,
+            "Inductor kernels (fused BRN, ReLU, losses, Adam)" if event.key.startswith("graph_") else None,
         )
         totals[category or "other (wrappers, autograd engine, small aten ops)"] += self_ms
     totals["other (wrappers, autograd engine, small aten ops)"] -= barrier_children
