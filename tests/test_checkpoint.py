@@ -258,6 +258,25 @@ def test_resume_with_exploration_is_bit_identical(tmp_path, exploration):
     assert torch.equal(resumed_actions, reference_actions)
 
 
+def test_resume_with_n_step_targets_is_bit_identical(tmp_path):
+    """n-step transitions are built from the stored one-step ones when sampling: a resumed ``n_steps=3`` run
+    (buffer, RNG and episode restored) samples the uninterrupted run's windows and ends with its weights."""
+    kwargs = {"learning_starts": 40, "policy_delay": 2, "seed": 11, "n_steps": 3, **TINY}
+    path, n = tmp_path / "checkpoint.pt", 120
+    interrupted = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs)
+    interrupted.learn(
+        2 * n, callback=lambda m: m.trainer.collected_frames < n, checkpoint_path=path, checkpoint_interval=10**9
+    )
+    resumed = CrossQ.resume(path)
+    reference = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs).learn(2 * n)
+    assert resumed.replay_buffer.n_steps == reference.replay_buffer.n_steps == 3
+    assert resumed.num_timesteps == reference.num_timesteps == 2 * n
+    assert_same_state(resumed.loss_module.state_dict(), reference.loss_module.state_dict())
+    one_step = CrossQ("MlpPolicy", "Pendulum-v1", **{**kwargs, "n_steps": 1}).learn(2 * n)
+    ref_state, one_step_state = reference.loss_module.state_dict(), one_step.loss_module.state_dict()
+    assert any(not torch.equal(one_step_state[key], value) for key, value in ref_state.items())  # n-step mattered
+
+
 def test_save_load_keeps_the_noise_state_and_gsde_matrices(tmp_path):
     model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, use_sde=True, action_noise="ou_0.3", seed=3, **TINY)
     model.learn(60, callback=lambda m: m.trainer.collected_frames < 50)  # stopped mid-rollout
