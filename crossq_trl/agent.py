@@ -449,10 +449,11 @@ class CrossQ:
         if not isinstance(params, dict):
             params = {"loss_module": load_checkpoint(params, map_location=self.device)["loss_module"]}
             exact_match = False
-        if exact_match and set(params) != {"actor", "critic", "loss_module"}:
-            raise ValueError(
-                f"set_parameters(exact_match=True) needs actor, critic, loss_module; got {sorted(params)}."
-            )
+        known = {"actor", "critic", "loss_module"}
+        if set(params) - known:  # as sb3: an unknown name is an error whatever exact_match says
+            raise ValueError(f"set_parameters: unknown objects {sorted(set(params) - known)}; known: {sorted(known)}.")
+        if exact_match and set(params) != known:
+            raise ValueError(f"set_parameters(exact_match=True) needs {sorted(known)}; got {sorted(params)}.")
         if "loss_module" in params:
             self.loss_module.load_state_dict(params["loss_module"], strict=exact_match)
         else:

@@ -163,6 +163,10 @@ def test_get_set_parameters_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(only_actor.predict(obs, deterministic=True)[0], expected)
     with pytest.raises(ValueError, match="exact_match"):
         only_actor.set_parameters({"actor": params["actor"]})
+    with pytest.raises(ValueError, match=r"unknown objects \['policy'\]"):
+        only_actor.set_parameters({"policy": params["actor"]}, exact_match=False)
+    with pytest.raises(RuntimeError, match="Missing key"):  # load_state_dict's error for missing tensors, as sb3
+        only_actor.set_parameters({"actor": params["actor"], "critic": params["critic"], "loss_module": {}})
 
 
 def test_set_env_checks_spaces():
