@@ -232,6 +232,23 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, env_id, n):
     assert load_checkpoint(path)["num_timesteps"] == 2 * n
 
 
+STOP_AT = 120
+
+
+def stopped_resumed_and_uninterrupted(tmp_path, kwargs: dict) -> tuple[CrossQ, CrossQ]:
+    """A Pendulum run stopped at ``STOP_AT`` steps with a checkpoint and resumed to twice that, and the same run
+    uninterrupted; both end at ``2 * STOP_AT`` steps."""
+    path, n = tmp_path / "checkpoint.pt", STOP_AT
+    interrupted = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs)
+    interrupted.learn(
+        2 * n, callback=lambda m: m.trainer.collected_frames < n, checkpoint_path=path, checkpoint_interval=10**9
+    )
+    resumed = CrossQ.resume(path)
+    reference = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs).learn(2 * n)
+    assert resumed.num_timesteps == reference.num_timesteps == 2 * n
+    return resumed, reference
+
+
 EXPLORATION_CASES = {
     "gsde_and_ou": {"use_sde": True, "sde_sample_freq": 7, "train_freq": 5, "action_noise": "ou_0.3"},
     "sb3_noise_object": {"action_noise": NumpyNormalNoise()},
@@ -243,14 +260,7 @@ def test_resume_with_exploration_is_bit_identical(tmp_path, exploration):
     """Resuming a run with gSDE (matrices held across the stop) and an action noise process (its state, or the
     NumPy generator an sb3 noise draws from) gives the uninterrupted run's weights, noise state and transitions."""
     kwargs = {"learning_starts": 40, "policy_delay": 2, "seed": 11, **TINY, **exploration}
-    path, n = tmp_path / "checkpoint.pt", 120
-    interrupted = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs)
-    interrupted.learn(
-        2 * n, callback=lambda m: m.trainer.collected_frames < n, checkpoint_path=path, checkpoint_interval=10**9
-    )
-    resumed = CrossQ.resume(path)
-    reference = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs).learn(2 * n)
-    assert resumed.num_timesteps == reference.num_timesteps == 2 * n
+    resumed, reference = stopped_resumed_and_uninterrupted(tmp_path, kwargs)
     assert_same_state(resumed.loss_module.state_dict(), reference.loss_module.state_dict())
     tensors = lambda state: {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}  # noqa: E731
     assert_same_state(tensors(resumed.action_noise.state_dict()), tensors(reference.action_noise.state_dict()))
@@ -262,17 +272,10 @@ def test_resume_with_n_step_targets_is_bit_identical(tmp_path):
     """n-step transitions are built from the stored one-step ones when sampling: a resumed ``n_steps=3`` run
     (buffer, RNG and episode restored) samples the uninterrupted run's windows and ends with its weights."""
     kwargs = {"learning_starts": 40, "policy_delay": 2, "seed": 11, "n_steps": 3, **TINY}
-    path, n = tmp_path / "checkpoint.pt", 120
-    interrupted = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs)
-    interrupted.learn(
-        2 * n, callback=lambda m: m.trainer.collected_frames < n, checkpoint_path=path, checkpoint_interval=10**9
-    )
-    resumed = CrossQ.resume(path)
-    reference = CrossQ("MlpPolicy", "Pendulum-v1", **kwargs).learn(2 * n)
+    resumed, reference = stopped_resumed_and_uninterrupted(tmp_path, kwargs)
     assert resumed.replay_buffer.n_steps == reference.replay_buffer.n_steps == 3
-    assert resumed.num_timesteps == reference.num_timesteps == 2 * n
     assert_same_state(resumed.loss_module.state_dict(), reference.loss_module.state_dict())
-    one_step = CrossQ("MlpPolicy", "Pendulum-v1", **{**kwargs, "n_steps": 1}).learn(2 * n)
+    one_step = CrossQ("MlpPolicy", "Pendulum-v1", **{**kwargs, "n_steps": 1}).learn(STOP_AT * 2)
     ref_state, one_step_state = reference.loss_module.state_dict(), one_step.loss_module.state_dict()
     assert any(not torch.equal(one_step_state[key], value) for key, value in ref_state.items())  # n-step mattered
 
