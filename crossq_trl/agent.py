@@ -208,7 +208,6 @@ class CrossQ:
         if cfg.action_noise is not None:
             action_spec = self._specs["action"]
             self.action_noise = make_action_noise(cfg.action_noise, action_dim=action_spec.shape[-1], n_envs=n_envs)
-            self.action_noise.to(self.device)
             noise = AdditiveActionNoise(self.action_noise, action_spec, action_key=self.acting_policy.out_keys[0])
             self.exploration_policy = TensorDictSequential(self.acting_policy, noise.to(self.device))
         self.critic = make_crossq_critic(

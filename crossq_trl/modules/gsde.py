@@ -95,7 +95,9 @@ class GSDEActorNet(nn.Module):
         self.log_std = nn.Parameter(torch.full((net_arch[-1], action_dim), float(log_std_init)))
         self.use_expln, self.clip_mean, self.sample_freq = use_expln, float(clip_mean), sample_freq
         self.fresh_noise = False  # set by fresh_noise(): draw E in each pass instead of using the acting matrices
-        self.exploration_matrices = torch.zeros(1, *self.log_std.shape)  # drawn at the first acting step
+        # Drawn at the first acting step. Not a buffer: its first dimension follows the number of envs acting, and
+        # the training update flattens the loss's buffers; saved as extra state, moved by _apply.
+        self.exploration_matrices = torch.zeros(1, *self.log_std.shape)
         self.steps_since_reset = 0
 
     def std(self) -> Tensor:
