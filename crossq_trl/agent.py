@@ -23,12 +23,13 @@ from crossq_trl.modules.actor import make_crossq_actor
 from crossq_trl.modules.critic import make_crossq_critic
 from crossq_trl.modules.mlp import BatchRenormConfig
 from crossq_trl.objectives.crossq_loss import CrossQLoss
+from crossq_trl.replay import TensorPrioritizedSampler, build_replay_buffer
 from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crossq_trl.training.collector import CrossQCollector
 from crossq_trl.training.config import CrossQConfig
 from crossq_trl.training.env_state import snapshot_env
 from crossq_trl.training.envs import EnvLike, make_env
-from crossq_trl.training.replay_buffer import load_replay_buffer_state, make_replay_buffer, replay_buffer_state
+from crossq_trl.training.replay_buffer import load_replay_buffer_state, replay_buffer_state
 from crossq_trl.training.trainer import CrossQTrainer
 from crossq_trl.training.update import CrossQUpdate, make_crossq_optimizers
 
@@ -72,6 +73,13 @@ class CrossQ:
 
     ``n_steps`` > 1 trains on n-step targets as sb3 2.x does: the replay buffer keeps one-step transitions and
     samples n-step ones (:mod:`crossq_trl.training.n_step`).
+
+    Replay (:func:`~crossq_trl.replay.build_replay_buffer`): ``replay_buffer_class`` is a TorchRL ``Sampler`` class
+    (e.g. ``PrioritizedSampler``) or ``TensorDictReplayBuffer`` subclass (e.g. ``TensorDictPrioritizedReplayBuffer``),
+    built with ``replay_buffer_kwargs`` (e.g. ``alpha``, ``beta``); ``prioritized_replay=True`` is the shorthand.
+    With a prioritized sampler the critic loss is weighted by the importance weights and each update writes the
+    new priorities back. ``optimize_memory_usage=True`` stores each observation once. ``replay_buffer_kwargs``
+    ``storage`` (``"memory"`` / ``"memmap"``) and ``scratch_dir`` choose where the transitions live.
 
     Example:
         >>> model = CrossQ("MlpPolicy", "Pendulum-v1", policy_delay=2, verbose=1)
@@ -117,16 +125,6 @@ class CrossQ:
     ) -> None:
         if policy not in ("MlpPolicy", "CrossQPolicy"):
             raise ValueError(f"Only 'MlpPolicy' is available (no CnnPolicy), got {policy!r}.")
-        unsupported = {
-            "replay_buffer_class": replay_buffer_class is not None,
-            "optimize_memory_usage": optimize_memory_usage,
-        }
-        if any(unsupported.values()):
-            names = [name for name, used in unsupported.items() if used]
-            raise NotImplementedError(
-                f"{names} are not supported by crossq_trl's CrossQ; use the TorchRL components "
-                "(crossq_trl.CrossQLoss, a custom collector or replay buffer) for such variants."
-            )
         policy_kwargs = dict(policy_kwargs or {})
         unknown = set(policy_kwargs) - set(POLICY_KWARGS)
         if unknown:
@@ -136,10 +134,7 @@ class CrossQ:
             config_kwargs["replay_buffer_storage"] = replay_buffer_kwargs.pop("storage")
         if "scratch_dir" in replay_buffer_kwargs:
             config_kwargs["replay_buffer_dir"] = replay_buffer_kwargs.pop("scratch_dir")
-        if replay_buffer_kwargs:
-            raise ValueError(
-                f"Unsupported replay_buffer_kwargs {sorted(replay_buffer_kwargs)}; use storage/scratch_dir."
-            )
+        self.replay_buffer_class, self.replay_buffer_kwargs = replay_buffer_class, replay_buffer_kwargs
         self.config = CrossQConfig(
             learning_rate=learning_rate,
             buffer_size=buffer_size,
@@ -156,6 +151,7 @@ class CrossQ:
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
             use_sde_at_warmup=use_sde_at_warmup,
+            optimize_memory_usage=optimize_memory_usage,
             stats_window_size=stats_window_size,
             seed=seed,
             device=device,
@@ -232,14 +228,24 @@ class CrossQ:
         self.update = CrossQUpdate(
             self.loss_module, optimizers, policy_delay=cfg.policy_delay, compile=cfg.compile, precision=cfg.precision
         )
-        self.replay_buffer = make_replay_buffer(
-            cfg.buffer_size,
-            cfg.batch_size,
+        replay_buffer_class, replay_buffer_kwargs = self.replay_buffer_class, self.replay_buffer_kwargs
+        if cfg.prioritized_replay:
+            if replay_buffer_class is not None:
+                raise ValueError("Pass either prioritized_replay=True or replay_buffer_class, not both.")
+            replay_buffer_class = TensorPrioritizedSampler
+            replay_buffer_kwargs = {"alpha": cfg.prioritized_replay_alpha, "beta": cfg.prioritized_replay_beta}
+        self.replay_buffer = build_replay_buffer(
+            replay_buffer_class,
+            replay_buffer_kwargs,
+            buffer_size=cfg.buffer_size,
+            batch_size=cfg.batch_size,
             storage=cfg.replay_buffer_storage,
             scratch_dir=cfg.replay_buffer_dir,
+            optimize_memory_usage=cfg.optimize_memory_usage,
             n_steps=cfg.n_steps,
             gamma=cfg.gamma,
             n_envs=n_envs,
+            priority_key=self.loss_module.tensor_keys.priority,
         )
 
     def _make_logger(self) -> Logger | None:
@@ -463,6 +469,8 @@ class CrossQ:
     def _model_state(self) -> dict[str, Any]:
         return {
             "config": {**self.config.to_dict(), "env_id": self.env_source},
+            "replay_buffer_class": self.replay_buffer_class,  # a class: pickled by reference
+            "replay_buffer_kwargs": self.replay_buffer_kwargs,
             "specs": self._specs,
             "num_timesteps": self.num_timesteps,
         }
@@ -477,7 +485,8 @@ class CrossQ:
 
     @classmethod
     def _from_state(cls, data: dict[str, Any], env: EnvLike | None, device: str, **kwargs: Any) -> CrossQ:
-        config = dict(data["config"])
+        config = {name: data.get(name) for name in ("replay_buffer_class", "replay_buffer_kwargs")}
+        config.update(data["config"])
         env_id = config.pop("env_id", None)
         config.update(device=device, **kwargs)
         verbose = config.pop("verbose", 0)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs import GymWrapper
 
 from crossq_trl import CrossQ, make_env
@@ -224,8 +225,9 @@ def test_policy_kwargs_build_the_networks():
         ({"action_noise": "normal_-1"}, ValueError, r"CrossQConfig\.action_noise"),
         ({"use_sde_at_warmup": True}, ValueError, "use_sde_at_warmup only apply with use_sde=True"),
         ({"use_sde": True, "sde_sample_freq": 0}, ValueError, r"CrossQConfig\.sde_sample_freq"),
-        ({"replay_buffer_class": object}, NotImplementedError, "replay_buffer_class"),
-        ({"optimize_memory_usage": True}, NotImplementedError, "optimize_memory_usage"),
+        ({"replay_buffer_class": object}, TypeError, "replay_buffer_class=object"),
+        ({"prioritized_replay": True, "replay_buffer_class": TensorDictReplayBuffer}, ValueError, "not both"),
+        ({"optimize_memory_usage": True, "replay_buffer_kwargs": {"storage": "memmap"}}, ValueError, "'memory'"),
         ({"policy_kwargs": {"use_expln": True}}, ValueError, "use_expln.*use_sde=True"),
         ({"policy_kwargs": {"full_std": False}}, ValueError, "full_std"),
         ({"replay_buffer_kwargs": {"handle_timeout_termination": True}}, ValueError, "handle_timeout_termination"),

@@ -140,6 +140,8 @@ BAD_VALUES = [
     ("log_std_init", "low"),
     ("clip_mean", -1.0),
     ("use_sde_at_warmup", True),  # without use_sde
+    ("prioritized_replay_alpha", -0.5),
+    ("prioritized_replay_beta", "high"),
 ]
 
 
@@ -152,5 +154,6 @@ def test_invalid_values_raise_naming_the_field(field, value):
 def test_every_validated_field_has_a_bad_value_case():
     """The table above covers every field that is validated (the rest are free-form)."""
     free_form = {"batch_norm", "optimizer_kwargs", "seed", "compile", "replay_buffer_dir", "use_sde", "use_expln"}
+    free_form |= {"optimize_memory_usage", "prioritized_replay"}
     covered = {field for field, _ in BAD_VALUES}
     assert covered | free_form == set(CrossQConfig.field_names())

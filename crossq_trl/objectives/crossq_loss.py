@@ -68,6 +68,11 @@ class CrossQLoss(LossModule):
         deactivate_vmap: accepted for signature compatibility; no vmap is used.
         scalar_output_mode: with ``reduction="none"``, ``"exclude"`` (default) or
             ``"non_tensor"`` for ``alpha`` and ``entropy``.
+
+    The critic loss is weighted by the importance-sampling weights of a prioritized replay batch (the
+    ``priority_weight`` key) when the batch has them: the attribute ``use_prioritized_weights`` (``"auto"``,
+    ``True`` or ``False``, as TorchRL's ``SACLoss`` constructor argument; an attribute here, so that the
+    constructor stays that of TorchRL's ``CrossQLoss``).
     """
 
     @dataclass
@@ -77,6 +82,7 @@ class CrossQLoss(LossModule):
         action: NestedKey = "action"
         state_action_value: NestedKey = "state_action_value"
         priority: NestedKey = "td_error"
+        priority_weight: NestedKey = "priority_weight"
         reward: NestedKey = "reward"
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
@@ -85,6 +91,7 @@ class CrossQLoss(LossModule):
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
+    use_prioritized_weights: str | bool = "auto"
     default_value_estimator = ValueEstimators.TD0
     _schedulable_buffers = frozenset({"alpha_init", "min_log_alpha", "max_log_alpha", "log_alpha"})
 
@@ -308,7 +315,11 @@ class CrossQLoss(LossModule):
         (min_i Q_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(s')``. Returns ``(loss, {"td_error"})``.
 
         With ``steps_to_next_obs = k`` in the batch (n-step transitions), ``r`` is the discounted sum of k
-        rewards, ``s'`` the observation k steps on (the joint pass runs on it) and ``gamma`` becomes ``gamma^k``."""
+        rewards, ``s'`` the observation k steps on (the joint pass runs on it) and ``gamma`` becomes ``gamma^k``.
+
+        With importance-sampling weights ``w`` in the batch (``tensor_keys.priority_weight``, from a prioritized
+        replay buffer), the mean is TorchRL's weighted one, ``sum_b w_b loss_b / sum_b w_b``. ``td_error`` is
+        ``max_i |Q_i(s, a) - y|`` per transition, the priority TorchRL's buffers read back."""
         next_tensordict = tensordict.get("next")
         with torch.no_grad():
             next_action, next_log_prob = self._policy(next_tensordict, training=False)
@@ -330,7 +341,8 @@ class CrossQLoss(LossModule):
         target = self.value_estimator.value_estimate(tensordict, next_value=next_value.unsqueeze(-1))
         loss = self._critic_distance(q_pred, target.expand_as(q_pred)).sum(-1)
         td_error = (q_pred - target).abs().max(-1).values.detach()
-        return self._reduce_loss(loss, tensordict=tensordict), {"td_error": td_error}
+        weights = self._maybe_get_priority_weight(tensordict)
+        return self._reduce_loss(loss, tensordict=tensordict, weights=weights), {"td_error": td_error}
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """Actor loss ``alpha log pi(a|s) - min_i Q_i(s, a)``, ``a ~ pi(s)`` reparameterised.

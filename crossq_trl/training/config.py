@@ -50,6 +50,10 @@ class CrossQConfig:
     ``use_sde`` selects the gSDE actor (``log_std_init``, ``use_expln``, ``clip_mean`` are its
     ``policy_kwargs`` in sb3), ``sde_sample_freq`` its resampling period (-1: each rollout only),
     ``use_sde_at_warmup`` acts with it instead of uniform random actions before ``learning_starts``.
+
+    Replay: ``optimize_memory_usage`` stores each observation once (sb3's option); ``prioritized_replay``
+    samples with TorchRL's prioritized sampler (``prioritized_replay_alpha``, ``prioritized_replay_beta``: the
+    priority and importance-sampling exponents of Schaul et al. 2016) and weighs the critic loss.
     """
 
     learning_rate: float | str | Callable[[float], float] = 1e-3
@@ -87,6 +91,10 @@ class CrossQConfig:
     stats_window_size: int = 100
     replay_buffer_storage: str = "memory"
     replay_buffer_dir: str | None = None
+    optimize_memory_usage: bool = False
+    prioritized_replay: bool = False
+    prioritized_replay_alpha: float = 0.6
+    prioritized_replay_beta: float = 0.4
     eval_freq: int = 0
     n_eval_episodes: int = 10
 
@@ -115,6 +123,8 @@ class CrossQConfig:
             lambda v: v in ("memory", "memmap"),
         )
         self._check_exploration()
+        for name in ("prioritized_replay_alpha", "prioritized_replay_beta"):
+            _check(name, getattr(self, name), "a float >= 0", lambda v: _is_number(v) and v >= 0)
         self.learning_rate_at(1.0)
         self.entropy_coefficient()
         if self.target_entropy != "auto":

@@ -19,6 +19,8 @@ from torchrl.envs import Compose
 
 from crossq_trl.training.n_step import n_step_entries
 
+_PLAIN_GETS = (TensorStorage.get, LazyTensorStorage.get, LazyMemmapStorage.get)
+
 
 class CrossQReplayBuffer(TensorDictReplayBuffer):
     """TorchRL's ``TensorDictReplayBuffer`` with a fast path for CrossQ's pattern of use.
@@ -50,6 +52,8 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             type(self._writer) in (RoundRobinWriter, TensorDictRoundRobinWriter)
             and type(self._sampler) is RandomSampler
             and isinstance(storage, TensorStorage)
+            and type(storage).set is TensorStorage.set  # the tensors are stored as written, not derived
+            and type(storage).get in _PLAIN_GETS
             and storage.initialized
             and storage.ndim == 1
             and (self._transform is None or (isinstance(self._transform, Compose) and not len(self._transform)))
@@ -112,6 +116,17 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
         return TensorDict(source, batch_size=[size], device=self._storage.device)
 
 
+def make_storage(buffer_size: int, *, storage: str = "memory", scratch_dir: str | None = None) -> TensorStorage:
+    """A TorchRL storage of ``buffer_size`` transitions: ``"memory"`` (``LazyTensorStorage``) or ``"memmap"``
+    (``LazyMemmapStorage``, files under ``scratch_dir``, a fresh temp dir when None), for 1M-transition buffers
+    that should not sit in RAM."""
+    if storage == "memory":
+        return LazyTensorStorage(buffer_size)
+    if storage == "memmap":
+        return LazyMemmapStorage(buffer_size, scratch_dir=scratch_dir or tempfile.mkdtemp(prefix="crossq_rb_"))
+    raise ValueError(f"storage must be 'memory' or 'memmap', got {storage!r}.")
+
+
 def make_replay_buffer(
     buffer_size: int,
     batch_size: int,
@@ -122,29 +137,26 @@ def make_replay_buffer(
     gamma: float = 0.99,
     n_envs: int = 1,
 ) -> CrossQReplayBuffer:
-    """A :class:`CrossQReplayBuffer` of ``buffer_size`` transitions sampling ``batch_size`` (n-step ones with
-    ``n_steps > 1``, discounted by ``gamma``, from ``n_envs`` envs written time-major).
-
-    ``storage="memmap"`` keeps the transitions in memory-mapped files under
-    ``scratch_dir`` (a fresh temp dir when None), for 1M-transition buffers that
-    should not sit in RAM.
-    """
-    if storage == "memory":
-        backend = LazyTensorStorage(buffer_size)
-    elif storage == "memmap":
-        backend = LazyMemmapStorage(buffer_size, scratch_dir=scratch_dir or tempfile.mkdtemp(prefix="crossq_rb_"))
-    else:
-        raise ValueError(f"storage must be 'memory' or 'memmap', got {storage!r}.")
+    """A :class:`CrossQReplayBuffer` of ``buffer_size`` transitions sampling ``batch_size`` uniformly (n-step ones
+    with ``n_steps > 1``, discounted by ``gamma``, from ``n_envs`` envs written time-major), in the storage of
+    :func:`make_storage`. :func:`crossq_trl.replay.build_replay_buffer` builds the other kinds."""
     return CrossQReplayBuffer(
-        storage=backend, sampler=RandomSampler(), batch_size=batch_size, n_steps=n_steps, gamma=gamma, n_envs=n_envs
+        storage=make_storage(buffer_size, storage=storage, scratch_dir=scratch_dir),
+        sampler=RandomSampler(),
+        batch_size=batch_size,
+        n_steps=n_steps,
+        gamma=gamma,
+        n_envs=n_envs,
     )
 
 
 def replay_buffer_state(replay_buffer: TensorDictReplayBuffer) -> dict:
-    """The stored transitions (only the filled part, not the whole capacity) and the write cursor."""
+    """The stored transitions (only the filled part, not the whole capacity), the write cursor and the
+    sampler's state (a prioritized sampler's priorities)."""
     return {
         "transitions": replay_buffer[:].clone() if len(replay_buffer) else None,
         "writer": replay_buffer._writer.state_dict(),
+        "sampler": replay_buffer._sampler.state_dict(),
     }
 
 
@@ -160,3 +172,5 @@ def load_replay_buffer_state(replay_buffer: TensorDictReplayBuffer, state: dict)
             )
         replay_buffer.extend(state["transitions"])
     replay_buffer._writer.load_state_dict(state["writer"])
+    if state.get("sampler"):  # after extend, which gives new transitions the default priority
+        replay_buffer._sampler.load_state_dict(state["sampler"])

@@ -18,6 +18,7 @@ from torchrl.trainers import Trainer
 
 from crossq_trl.exploration.gsde_resampling import GSDERolloutReset
 from crossq_trl.modules.gsde import has_gsde
+from crossq_trl.replay.priority_update import PriorityUpdate, is_prioritized
 from crossq_trl.training.checkpoint import rng_state, save_checkpoint, set_rng_state
 from crossq_trl.training.env_state import restore_env, snapshot_env
 from crossq_trl.training.faults import CheckpointSaveError, EnvStepError, NonFiniteError, TrainingInterrupted
@@ -70,7 +71,8 @@ class CrossQTrainer(Trainer):
     ``init_random_frames`` (``learning_starts``, uniform random actions), the
     :class:`UpdateSchedule` decides how many updates run, each on a fresh replay sample
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
-    actor and temperature every ``policy_delay``-th). The collector's policy is the
+    actor and temperature every ``policy_delay``-th); with a prioritized buffer the priorities the update
+    writes into each batch go back to it (:class:`~crossq_trl.replay.PriorityUpdate`). The collector's policy is the
     actor, kept in eval mode (acting on BRN running statistics). A gSDE actor gets new
     exploration matrices at the start of each rollout (:class:`GSDERolloutReset`).
 
@@ -162,6 +164,8 @@ class CrossQTrainer(Trainer):
         self.register_op("batch_process", self._store)
         self.register_op("batch_process", self._count_rollout)
         self.register_op("process_optim_batch", self._sample)
+        if is_prioritized(replay_buffer):
+            PriorityUpdate(replay_buffer).register(self)
         self.episodes = EpisodeStatistics(stats_window_size)
         self.episodes.register(self)
         self.evaluation = None

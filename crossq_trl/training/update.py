@@ -146,6 +146,7 @@ class _OptimizerGroup:
 
 
 _UPDATE_ARGS = ("flats", "optimizer_inputs", "batch", "health")  # the tensor arguments of the updates
+_PRIORITY = "_priority"  # the critic step's per-transition |TD error|, written into the batch by __call__
 
 NONFINITE_QUANTITIES = ("critic loss", "actor loss", "alpha loss", "gradient norm", "parameters")
 _LOSS_QUANTITIES = {"loss_qvalue": "critic loss", "loss_actor": "actor loss", "loss_alpha": "alpha loss"}
@@ -271,15 +272,21 @@ class CrossQUpdate(OptimizationStepper):
         return step
 
     def _keys_of(self, batch: TensorDictBase) -> list[NestedKey]:
-        """The entries of the batches that go into the graphs: the loss's ``in_keys``, and ``steps_to_next_obs``
-        when the batches are n-step ones (fixed by the first batch, as the graphs are)."""
-        steps = self.loss.tensor_keys.steps_to_next_obs
-        return [*self.loss.in_keys, *([steps] if steps in batch.keys(include_nested=True) else [])]
+        """The entries of the batches that go into the graphs: the loss's ``in_keys``, ``steps_to_next_obs``
+        when the batches are n-step ones and ``priority_weight`` when they come from a prioritized replay buffer
+        (fixed by the first batch, as the graphs are)."""
+        keys = self.loss.tensor_keys
+        optional = [keys.steps_to_next_obs]
+        if self.loss.use_prioritized_weights in (True, "auto"):
+            optional.append(keys.priority_weight)
+        present = batch.keys(include_nested=True)
+        return [*self.loss.in_keys, *(key for key in optional if key in present)]
 
     # The objectives: functions of a batch, run on the tensors each update passes in.
     def _critic_objective(self, batch: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         loss_qvalue, metadata = self.loss.qvalue_loss(batch)
-        return loss_qvalue, {"loss_qvalue": loss_qvalue.detach(), "td_error": metadata["td_error"].mean()}
+        td_error = metadata["td_error"]
+        return loss_qvalue, {"loss_qvalue": loss_qvalue.detach(), "td_error": td_error.mean(), _PRIORITY: td_error}
 
     def _actor_objective(self, batch: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         loss_actor, metadata = self.loss.actor_loss(batch)
@@ -355,12 +362,20 @@ class CrossQUpdate(OptimizationStepper):
         return metrics, eager_grads
 
     def __call__(self, batch: TensorDictBase) -> TensorDict:
-        """Run one update on ``batch``; returns detached metrics of the steps that ran."""
+        """Run one update on ``batch``; returns detached metrics of the steps that ran.
+
+        As a TorchRL loss does, the update writes each transition's priority, the critic step's
+        ``|TD error|`` (computed in its graph), into ``batch`` at the loss's ``tensor_keys.priority``, where
+        a prioritized buffer's ``update_tensordict_priority(batch)`` reads it."""
         self.num_updates += 1
+        metrics = self._critic_step(batch)
+        priority = metrics.pop(_PRIORITY)
+        # a CUDA graph's output is overwritten by its next replay: the batch keeps a copy
+        batch.set(self.loss.tensor_keys.priority, priority.clone() if self.cudagraphs else priority)
         if self.num_updates % self.policy_delay == 0:
             self.num_actor_updates += 1
-            return TensorDict({**self._critic_step(batch), **self._actor_step(batch)})
-        return TensorDict(self._critic_step(batch))
+            metrics.update(self._actor_step(batch))
+        return TensorDict(metrics)
 
     def first_nonfinite(self) -> dict[str, int]:
         """The quantities of :data:`NONFINITE_QUANTITIES` that were NaN or infinite in some update, each with the
