@@ -47,9 +47,12 @@ class MemoryOptimizedStorage(LazyTensorStorage):
     def _reset_spare(self) -> None:
         self.observation_keys: list | None = None
         self._spare_row: Tensor | None = None  # per slot: its next observation's row in the pool, -1: the successor's
-        self._spare: TensorDictBase | None = None  # the pool of next observations
+        self._spare: dict | None = None  # the pool of next observations, a tensor per observation key
         self._free = torch.empty(0, dtype=torch.long)  # a stack of free pool rows
         self._num_free = 0
+
+    # Observations travel as {key: tensor} dicts below: indexing TensorDicts costs ~10x more per call, on the
+    # path of every collected step and sampled batch.
 
     # --- writing -----------------------------------------------------------------------------------------------
 
@@ -63,42 +66,48 @@ class MemoryOptimizedStorage(LazyTensorStorage):
             kept = last.sort().values
             return self.set(slots[kept], data[kept], set_cursor=set_cursor)
         if self.observation_keys is None:
-            present = set(data.keys(include_nested=True, leaves_only=True))
+            present = data.keys(include_nested=True, leaves_only=True)
             self.observation_keys = [
-                key for key in present if _root(key) != "next" and ("next", *_as_tuple(key)) in present
+                key for key in present if _as_tuple(key)[0] != "next" and ("next", *_as_tuple(key)) in present
             ]
-        keys = self.observation_keys
-        next_observations = data.select(*[("next", *_as_tuple(key)) for key in keys]).get("next")
-        compact = data.exclude(*[("next", *_as_tuple(key)) for key in keys])
+            if not self.observation_keys:
+                raise ValueError("MemoryOptimizedStorage needs transitions with an entry at key and at ('next', key).")
+        next_keys = {key: ("next", *_as_tuple(key)) for key in self.observation_keys}
+        next_observations = {key: data.get(next_key) for key, next_key in next_keys.items()}
+        compact = data.exclude(*next_keys.values())
         if self._spare_row is not None:
-            self._keep_predecessors_next(slots, compact.select(*keys))
+            self._keep_predecessors_next(slots, {key: compact.get(key) for key in self.observation_keys})
             self._release(slots)
         super().set(cursor, compact, set_cursor=set_cursor)
         if self._spare_row is None:
             self._spare_row = torch.full((self.max_size,), -1, dtype=torch.int32)
-            self._spare = next_observations[:0].clone()
+            self._spare = {key: value[:0].clone() for key, value in next_observations.items()}
         successors = (slots + self.stride) % self.max_size
         written = (successors < len(self)) | torch.isin(successors, slots)
-        derived = written & _rows_equal(self._storage[successors].select(*keys), next_observations)
-        self._store_spare(slots[~derived], next_observations[~derived])
+        derived = written & _rows_equal(self._observations(successors), next_observations)
+        self._store_spare(slots[~derived], _rows(next_observations, ~derived))
 
-    def _keep_predecessors_next(self, slots: Tensor, new_observations: TensorDictBase) -> None:
+    def _keep_predecessors_next(self, slots: Tensor, new_observations: dict) -> None:
         """For the stored transitions just before ``slots`` (not rewritten now): a next observation read from a
         slot about to change moves to the pool; one in the pool that the new observation repeats leaves it."""
         predecessors = (slots - self.stride) % self.max_size
         outside = (predecessors < len(self)) & ~torch.isin(predecessors, slots)
         if not outside.any():
             return
-        predecessors, new_observations = predecessors[outside], new_observations[outside]
-        old_observations = self._storage[slots[outside]].select(*self.observation_keys)
+        predecessors, new_observations = predecessors[outside], _rows(new_observations, outside)
+        old_observations = self._observations(slots[outside])
         row = self._spare_row[predecessors].long()
         pooled = row >= 0
-        unchanged = _rows_equal(old_observations, new_observations)
-        self._store_spare(predecessors[~pooled & ~unchanged], old_observations[~pooled & ~unchanged])
-        repeated = pooled & _rows_equal(self._spare[row.clamp_min(0)], new_observations)
+        moved = ~pooled & ~_rows_equal(old_observations, new_observations)
+        self._store_spare(predecessors[moved], _rows(old_observations, moved))
+        repeated = pooled & _rows_equal(_rows(self._spare, row.clamp_min(0)), new_observations)
         self._release(predecessors[repeated])
 
-    def _store_spare(self, slots: Tensor, values: TensorDictBase) -> None:
+    def _observations(self, slots: Tensor) -> dict:
+        """The observations stored at ``slots`` (copies)."""
+        return {key: self._storage.get(key)[slots] for key in self.observation_keys}
+
+    def _store_spare(self, slots: Tensor, values: dict) -> None:
         count = slots.numel()
         if count == 0:
             return
@@ -106,7 +115,8 @@ class MemoryOptimizedStorage(LazyTensorStorage):
             self._grow_pool(count)
         rows = self._free[self._num_free - count : self._num_free].clone()
         self._num_free -= count
-        self._spare[rows] = values
+        for key, value in values.items():
+            self._spare[key][rows] = value
         self._spare_row[slots] = rows.to(torch.int32)
 
     def _release(self, slots: Tensor) -> None:
@@ -118,14 +128,17 @@ class MemoryOptimizedStorage(LazyTensorStorage):
 
     def _grow_pool(self, needed: int) -> None:
         """At least ``needed`` more free rows: the pool doubles (or grows by ``needed``)."""
-        old = self._spare.shape[0]
+        old = self._spare_row_count()
         new = max(2 * old, old + needed, 64)
-        spare = self._spare.new_zeros(new)
-        spare[:old] = self._spare
+        for key, value in self._spare.items():
+            self._spare[key] = torch.cat([value, value.new_zeros((new - old, *value.shape[1:]))])
         free = torch.empty(new, dtype=torch.long)
         free[: self._num_free] = self._free[: self._num_free]
         free[self._num_free : self._num_free + new - old] = torch.arange(old, new)
-        self._spare, self._free, self._num_free = spare, free, self._num_free + new - old
+        self._free, self._num_free = free, self._num_free + new - old
+
+    def _spare_row_count(self) -> int:
+        return next(iter(self._spare.values())).shape[0]
 
     # --- reading -----------------------------------------------------------------------------------------------
 
@@ -134,14 +147,13 @@ class MemoryOptimizedStorage(LazyTensorStorage):
             return self.get(torch.tensor([index]))[0]
         transitions = super().get(index).clone(recurse=False)  # may be a view of the storage: add no key to it
         slots = self._slots(index, len(self), relative_to_length=True)
-        successors = (slots + self.stride) % self.max_size
-        next_observations = self._storage[successors].select(*self.observation_keys)
+        next_observations = self._observations((slots + self.stride) % self.max_size)
         row = self._spare_row[slots].long()
         pooled = row >= 0
-        if pooled.any():
-            next_observations[pooled] = self._spare[row[pooled]]
-        for key in self.observation_keys:
-            transitions.set(("next", *_as_tuple(key)), next_observations.get(key))
+        for key, value in next_observations.items():
+            if pooled.any():
+                value[pooled] = self._spare[key][row[pooled]]
+            transitions.set(("next", *_as_tuple(key)), value)
         return transitions
 
     def _slots(self, index, count: int, *, relative_to_length: bool = False) -> Tensor:
@@ -160,7 +172,7 @@ class MemoryOptimizedStorage(LazyTensorStorage):
         """Bytes held by the stored transitions, the pool and its bookkeeping."""
         tensors = [] if self._storage is None else list(self._storage.values(True, True))
         if self._spare is not None:
-            tensors += [*self._spare.values(True, True), self._spare_row, self._free]
+            tensors += [*self._spare.values(), self._spare_row, self._free]
         return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
     def state_dict(self) -> dict:
@@ -168,7 +180,7 @@ class MemoryOptimizedStorage(LazyTensorStorage):
             **super().state_dict(),
             "observation_keys": self.observation_keys,
             "spare_row": self._spare_row,
-            "spare": None if self._spare is None else self._spare.clone(),
+            "spare": None if self._spare is None else {key: value.clone() for key, value in self._spare.items()},
             "free": self._free[: self._num_free].clone(),
         }
 
@@ -176,24 +188,27 @@ class MemoryOptimizedStorage(LazyTensorStorage):
         super().load_state_dict(state_dict)
         self.observation_keys = state_dict["observation_keys"]
         self._spare_row = state_dict["spare_row"]
-        self._spare = None if state_dict["spare"] is None else state_dict["spare"].clone()
+        spare = state_dict["spare"]
+        self._spare = None if spare is None else {key: value.clone() for key, value in spare.items()}
         self._free = state_dict["free"].clone()
         self._num_free = self._free.numel()
         if self._spare is not None:  # room on the stack for every pool row
-            self._free = torch.cat([self._free, torch.empty(self._spare.shape[0] - self._num_free, dtype=torch.long)])
+            room = torch.empty(self._spare_row_count() - self._num_free, dtype=torch.long)
+            self._free = torch.cat([self._free, room])
 
 
-def _rows_equal(a: TensorDictBase, b: TensorDictBase) -> Tensor:
-    """Per row of two TensorDicts with the same leaves: whether every entry is equal."""
-    equal = torch.ones(a.shape[0], dtype=torch.bool)
-    for key, value in a.items(include_nested=True, leaves_only=True):
-        equal &= (value == b.get(key)).reshape(a.shape[0], -1).all(-1)
+def _rows(values: dict, index: Tensor) -> dict:
+    return {key: value[index] for key, value in values.items()}
+
+
+def _rows_equal(a: dict, b: dict) -> Tensor:
+    """Per row of two {key: tensor} dicts with the same keys: whether every entry is equal."""
+    equal = None
+    for key, value in a.items():
+        rows = (value == b[key]).reshape(value.shape[0], -1).all(-1)
+        equal = rows if equal is None else equal & rows
     return equal
 
 
 def _as_tuple(key) -> tuple:
     return key if isinstance(key, tuple) else (key,)
-
-
-def _root(key) -> str:
-    return _as_tuple(key)[0]

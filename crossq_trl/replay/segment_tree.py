@@ -24,7 +24,8 @@ class _SegmentTree:
         if size < 1:
             raise ValueError(f"A segment tree needs size >= 1, got {size}.")
         self.size = size
-        self.capacity = 1 << max(1, math.ceil(math.log2(size + 1)))  # as the C++ tree: the first power of 2 > size
+        self.depth = max(1, math.ceil(math.log2(size + 1)))
+        self.capacity = 1 << self.depth  # as the C++ tree: the first power of 2 above size
         self.identity = identity
         self.values = torch.full((2 * self.capacity,), identity, dtype=dtype)
 
@@ -37,14 +38,16 @@ class _SegmentTree:
     def __setitem__(self, index, value) -> None:
         index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
         value = torch.as_tensor(value, dtype=self.values.dtype).reshape(-1).expand(index.shape)
-        # A repeated index keeps its last value (the C++ tree writes them in order).
-        unique, inverse = torch.unique(index, return_inverse=True)
-        position = torch.arange(len(index))
-        last = torch.zeros_like(unique).scatter_reduce_(0, inverse, position, "amax", include_self=False)
-        nodes = unique + self.capacity
-        self.values[nodes] = value[last]
-        while nodes[0] > 1:  # every node of a level at once, up to the root
-            nodes = torch.unique(nodes // 2)
+        if index.numel() > 1:  # a repeated index keeps its last value (the C++ tree writes them in order)
+            unique, inverse = torch.unique(index, return_inverse=True)
+            if unique.numel() < index.numel():
+                position = torch.arange(len(index))
+                last = torch.zeros_like(unique).scatter_reduce_(0, inverse, position, "amax", include_self=False)
+                index, value = unique, value[last]
+        nodes = index + self.capacity
+        self.values[nodes] = value
+        for _ in range(self.depth):  # every node of a level at once, up to the root (a repeated parent gets the
+            nodes = nodes // 2  # same value each time)
             self.values[nodes] = self._combine(self.values[2 * nodes], self.values[2 * nodes + 1])
 
     def query(self, start: int, end: int) -> float:
@@ -84,7 +87,7 @@ class SumSegmentTree(_SegmentTree):
         value = torch.as_tensor(value, dtype=self.values.dtype).clone()
         beyond = value > self.values[1]
         node = torch.ones(value.shape, dtype=torch.long)
-        while node.numel() and node[0] < self.capacity:  # all nodes of a batch are on the same level
+        for _ in range(self.depth):
             node = 2 * node
             left = self.values[node]
             right = value > left
