@@ -46,7 +46,7 @@ def build_replay_buffer(
     - a TorchRL ``Sampler`` class, built with ``replay_buffer_kwargs`` (and ``max_capacity=buffer_size`` if it
       takes one), e.g. ``PrioritizedSampler`` with ``alpha``, ``beta``, ``eps``;
     - ``TensorDictPrioritizedReplayBuffer``: the same buffer, a ``CrossQReplayBuffer`` with a prioritized
-      sampler of its ``alpha``, ``beta``, ``eps`` (its other keywords go to the buffer);
+      sampler of its ``alpha``, ``beta``, ``eps``, ``reduction`` (its other keywords go to the buffer);
     - any other ``TensorDictReplayBuffer`` subclass, built with ``storage=``, ``batch_size=``,
       ``priority_key=`` and ``replay_buffer_kwargs``.
 
@@ -74,7 +74,7 @@ def build_replay_buffer(
     elif issubclass(replay_buffer_class, Sampler):
         sampler, kwargs = _sampler(replay_buffer_class, kwargs, backend.max_size), {}
     elif replay_buffer_class is TensorDictPrioritizedReplayBuffer:
-        prioritized = {name: kwargs.pop(name) for name in ("alpha", "beta", "eps") if name in kwargs}
+        prioritized = {name: kwargs.pop(name) for name in ("alpha", "beta", "eps", "reduction") if name in kwargs}
         sampler = _sampler(PrioritizedSampler, prioritized, backend.max_size)
     elif issubclass(replay_buffer_class, TensorDictReplayBuffer):
         buffer_class, sampler = replay_buffer_class, kwargs.pop("sampler", sampler)

@@ -29,7 +29,8 @@ class _SegmentTree:
         self.identity = identity
         self.values = torch.full((2 * self.capacity,), identity, dtype=dtype)
 
-    def _combine(self, left: Tensor, right: Tensor) -> Tensor:
+    def _combine(self, children: Tensor) -> Tensor:
+        """The value of nodes from their children, ``[nodes, 2]``."""
         raise NotImplementedError
 
     def __getitem__(self, index) -> Tensor:
@@ -46,9 +47,10 @@ class _SegmentTree:
                 index, value = unique, value[last]
         nodes = index + self.capacity
         self.values[nodes] = value
+        children = self.values.view(-1, 2)  # row k: the children 2k and 2k + 1 of node k
         for _ in range(self.depth):  # every node of a level at once, up to the root (a repeated parent gets the
             nodes = nodes // 2  # same value each time)
-            self.values[nodes] = self._combine(self.values[2 * nodes], self.values[2 * nodes + 1])
+            self.values[nodes] = self._combine(children[nodes])
 
     def query(self, start: int, end: int) -> float:
         """The operation over the leaves ``start .. end - 1`` (the nodes that cover that range, as the C++ tree)."""
@@ -75,8 +77,8 @@ class SumSegmentTree(_SegmentTree):
     def __init__(self, size: int, dtype: torch.dtype = torch.float64) -> None:
         super().__init__(size, 0.0, dtype)
 
-    def _combine(self, left: Tensor, right: Tensor) -> Tensor:
-        return left + right
+    def _combine(self, children: Tensor) -> Tensor:
+        return children.sum(1)
 
     def _reduce(self, values: Tensor) -> Tensor:
         return values.sum()
@@ -102,8 +104,8 @@ class MinSegmentTree(_SegmentTree):
     def __init__(self, size: int, dtype: torch.dtype = torch.float64) -> None:
         super().__init__(size, math.inf, dtype)
 
-    def _combine(self, left: Tensor, right: Tensor) -> Tensor:
-        return torch.minimum(left, right)
+    def _combine(self, children: Tensor) -> Tensor:
+        return children.amin(1)
 
     def _reduce(self, values: Tensor) -> Tensor:
         return values.min()
