@@ -52,11 +52,12 @@ def test_segment_trees_match_direct_computation():
     assert sums.query(0, 13) == pytest.approx(values.sum().item() - values[4].item() + 5.0)
 
 
-def fill(replay_buffer, make_batch, count: int = 40) -> None:
-    replay_buffer.extend(make_batch(count))
-
-
 # --- the importance-weighted loss and the priorities of the update ----------------------------------------------
+
+
+@pytest.fixture
+def loss(observation_spec, action_spec):
+    return make_loss(observation_spec, action_spec)
 
 
 def test_weighted_critic_loss_is_the_weighted_mean_of_the_per_transition_losses(loss, make_batch):
@@ -81,11 +82,6 @@ def test_weighted_critic_loss_is_the_weighted_mean_of_the_per_transition_losses(
     assert not torch.allclose(weighted, per_transition.mean())
     torch.testing.assert_close(critic_loss(batch), per_transition.mean())
     torch.testing.assert_close(critic_loss(weighted_batch, use_prioritized_weights=False), per_transition.mean())
-
-
-@pytest.fixture
-def loss(observation_spec, action_spec):
-    return make_loss(observation_spec, action_spec)
 
 
 def test_compiled_update_with_weights_matches_eager_in_two_graphs(loss, make_batch):
@@ -127,7 +123,7 @@ def test_priorities_after_an_update_are_the_td_errors(loss, make_batch):
     )
     sampler = replay_buffer._sampler
     assert isinstance(sampler, TensorPrioritizedSampler) and isinstance(replay_buffer, CrossQReplayBuffer)
-    fill(replay_buffer, make_batch)
+    replay_buffer.extend(make_batch(40))
     leaves = sampler._sum_tree[torch.arange(40)]
     torch.testing.assert_close(leaves, torch.full_like(leaves, (1 + EPS) ** ALPHA))  # the default priority, 1
     batch = replay_buffer.sample()
