@@ -88,7 +88,8 @@ def expected_qvalue_loss(ref, actor, critic, td, eps_next, *, alpha, low, high, 
         y = reward + gamma * not_terminated * (q_next.min(-1).values - alpha * next_log_prob)
         loss = (0.5 * (q_pred - y[:, None]) ** 2).sum(-1).mean()
         td_error = (q_pred - y[:, None]).abs().max(-1).values
-    return {"loss": loss, "td_error": td_error, "y": y, "joint_input": torch.cat([obs, act], -1)}
+    unit_act = 2 * (act - low) / (high - low) - 1  # the critic sees actions in [-1, 1]
+    return {"loss": loss, "td_error": td_error, "y": y, "joint_input": torch.cat([obs, unit_act], -1)}
 
 
 def expected_actor_loss(ref, actor, critic, td, eps, *, alpha, log_alpha, low, high):
