@@ -32,9 +32,11 @@ BATCH = 32
 OPTIONS = {"weight_norm": True, "weight_norm_head": True, "pre_activation_norm": True}
 
 
-def build_loss(observation_spec, action_spec, *, categorical=None, normalizer=None, **options) -> CrossQLoss:
+def build_loss(
+    observation_spec, action_spec, *, categorical=None, normalizer=None, net_arch=(16, 16), **options
+) -> CrossQLoss:
     specs = {"observation_spec": observation_spec, "action_spec": action_spec}
-    network = {"net_arch": [16, 16], "batch_renorm": BatchRenormConfig(warmup_steps=1, momentum=0.1), **options}
+    network = {"net_arch": net_arch, "batch_renorm": BatchRenormConfig(warmup_steps=1, momentum=0.1), **options}
     actor = make_crossq_actor(**specs, **network)
     critic = make_crossq_critic(**specs, **network, categorical=categorical)
     loss = CrossQLoss(
@@ -249,8 +251,9 @@ def test_compiled_variant_update_matches_eager_in_two_graphs(observation_spec, a
     without breaks (the projection inside them) and no recompilation."""
     normalizer = ReturnNormalizer(0.99)
     normalizer.observe(make_batch(20))
+    support = CategoricalSupport(-5.0, 5.0, 11)
     eager_loss = build_loss(
-        observation_spec, action_spec, categorical=CategoricalSupport(-5.0, 5.0, 11), normalizer=normalizer, **OPTIONS
+        observation_spec, action_spec, categorical=support, normalizer=normalizer, net_arch=[16], **OPTIONS
     )
     compiled_loss = copy.deepcopy(eager_loss)
     updates = {}
@@ -266,8 +269,19 @@ def test_compiled_variant_update_matches_eager_in_two_graphs(observation_spec, a
             updates[name](batch.clone())
     assert counters["stats"]["unique_graphs"] == 2
     assert not counters["graph_break"], dict(counters["graph_break"])
+    compiled_state = compiled_loss.state_dict()
+    mismatched = {}
     for name, want in eager_loss.state_dict().items():
-        torch.testing.assert_close(compiled_loss.state_dict()[name], want, rtol=1e-4, atol=1e-5, msg=name)
+        # The input BRN's bias feeds a bias-free Linear and then batch norm, which removes any shift in train mode:
+        # its gradient is zero up to rounding, and Adam turns rounding noise into full steps of either sign. Not
+        # comparable; and through the eval-mode passes (a' for the target) that noise reaches everything else at
+        # ~5e-4 relative after 4 updates, hence the tolerance (a wrong formula or a missing projection is O(1)).
+        if name.endswith("body.0.bias"):
+            continue
+        error = (compiled_state[name].double() - want.double()).norm()
+        if error > 3e-3 * want.double().norm() + 1e-6:
+            mismatched[name] = float(error / want.double().norm().clamp_min(1e-12))
+    assert not mismatched, mismatched
     with torch._dynamo.config.patch(error_on_recompile=True):
         normalizer.observe(make_batch(5))  # new statistics: buffer values, no new graph
         compiled_loss.reward_normalizer.observe(make_batch(5))
@@ -275,3 +289,13 @@ def test_compiled_variant_update_matches_eager_in_two_graphs(observation_spec, a
             updates["compiled"](make_batch(BATCH))
     for layer in unit_norm_layers(compiled_loss):
         torch.testing.assert_close(output_unit_norms(layer), torch.ones_like(output_unit_norms(layer)))
+
+
+def test_cli_flag_selects_the_variant():
+    """crossq-trl train --variant xqc: the flags left at their defaults take the preset's values, others win."""
+    from crossq_trl.cli import build_parser
+
+    args = build_parser().parse_args(["train", "Pendulum-v1", "--variant", "xqc", "--gradient-steps", "4"])
+    config = CrossQConfig(**{name: getattr(args, name) for name in CrossQConfig.field_names()})
+    assert (config.critic_loss, config.weight_norm_head, config.gradient_steps) == ("categorical", True, 4)
+    assert config.categorical_support == (-5.0, 5.0, 101) and config.learning_rate == "lin_3e-4_3e-5"
