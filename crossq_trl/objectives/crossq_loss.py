@@ -362,7 +362,12 @@ class CrossQLoss(LossModule):
         return self._reduce_loss(loss, tensordict=tensordict), {"td_error": td_error}
 
     def _cross_entropy(
-        self, tensordict: TensorDictBase, pred_log_probs: Tensor, next_log_probs: Tensor, q_next: Tensor, next_log_prob
+        self,
+        tensordict: TensorDictBase,
+        pred_log_probs: Tensor,
+        next_log_probs: Tensor,
+        q_next: Tensor,
+        next_log_prob: Tensor,
     ) -> Tensor:
         """XQC's critic loss, summed over the critics: ``-sum_i p_target(i) log p_pred(i)``. The bootstrap
         distribution is that of the critic with the lowest ``Q(s', a')`` (XQC's ``argmin``), from the same joint
