@@ -3,6 +3,7 @@ bootstrap 95% confidence intervals, a table (markdown + CSV) and learning curves
 
     python benchmarks/aggregate_learning.py                       # CPU suite
     python benchmarks/aggregate_learning.py --results benchmarks/results/learning_full --name learning_full
+    python benchmarks/aggregate_learning.py --results benchmarks/results/learning_variants --name learning_variants
 
 Works on partial results (whatever cells have finished). The IQM follows rliable
 (``scipy.stats.trim_mean(x, 0.25)``: with fewer than 4 seeds nothing is trimmed and it
@@ -25,7 +26,18 @@ from learning import PROTOCOLS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 IMPLS = ("crossq_trl", "sb3_contrib")
-LABELS = {"crossq_trl": "crossq_trl (ours)", "sb3_contrib": "sb3-contrib"}
+LABELS = {
+    "crossq_trl": "crossq_trl (ours)",
+    "sb3_contrib": "sb3-contrib",
+    "crossq_trl_crossq_wn": "crossq_trl CrossQ + WN",
+    "crossq_trl_xqc": "crossq_trl XQC",
+}
+
+
+def label(impl: str) -> str:
+    """``impl`` or ``impl@utdN`` (a cell at N gradient steps per env step) as the tables and plots name it."""
+    name, _, utd = impl.partition("@")
+    return LABELS.get(name, name) + (f", UTD {utd.removeprefix('utd')}" if utd else "")
 
 
 def iqm(scores: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -54,7 +66,8 @@ def load_cells(results: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
     cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(results.glob("*.json")):
         record = json.loads(path.read_text())
-        cells[(record["env_id"], record["impl"])].append(record)
+        utd = record.get("utd", 1)
+        cells[(record["env_id"], record["impl"] + (f"@utd{utd}" if utd != 1 else ""))].append(record)
     return cells
 
 
@@ -105,6 +118,12 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _order(impl: str) -> tuple[int, str]:
+    """crossq_trl and sb3-contrib first (the colors of the earlier plots), then the variants."""
+    name = impl.partition("@")[0]
+    return (list(LABELS).index(name) if name in LABELS else len(LABELS), impl)
+
+
 def _ratio(ours: float, theirs: float) -> float:
     return ours / theirs if theirs and not math.isnan(theirs) else math.nan
 
@@ -117,11 +136,10 @@ def write_tables(summary: dict[tuple[str, str], dict[str, Any]], envs: list[str]
     rows = []
     for env_id in envs:
         ours, theirs = summary.get((env_id, "crossq_trl")), summary.get((env_id, "sb3_contrib"))
-        for impl, stats in (("crossq_trl", ours), ("sb3_contrib", theirs)):
-            if stats is None:
-                continue
+        for impl in sorted({impl for env, impl in summary if env == env_id}, key=_order):
+            stats = summary[(env_id, impl)]
             row = {"env": env_id, "impl": impl, **stats}
-            if ours and theirs:
+            if ours and theirs and impl in IMPLS:
                 row["speed_ratio_ours_over_sb3"] = _ratio(ours["env_steps_per_s"], theirs["env_steps_per_s"])
                 for key in ("env_steps_per_s_after_learning_starts", "env_steps_per_s_steady"):
                     row[f"speed_ratio_{key.removeprefix('env_steps_per_s_')}"] = _ratio(ours[key], theirs[key])
@@ -146,7 +164,7 @@ def write_tables(summary: dict[tuple[str, str], dict[str, Any]], envs: list[str]
                 for key in ("speed_ratio_ours_over_sb3", "speed_ratio_after_learning_starts", "speed_ratio_steady")
             )
         lines.append(
-            f"| {row['env']} | {LABELS[row['impl']]} | {row['n_seeds']} | "
+            f"| {row['env']} | {label(row['impl'])} | {row['n_seeds']} | "
             f"{_fmt(row['iqm_final_return'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] | "
             f"{_fmt(row['iqm_mean_eval_return'])} [{_fmt(row['mean_eval_ci_low'])}, "
             f"{_fmt(row['mean_eval_ci_high'])}] | {_fmt(row['train_time_s'])} | "
@@ -183,16 +201,15 @@ def plot_curves(cells, envs: list[str], out: Path, name: str) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4), squeeze=False)
     for ax, env_id in zip(axes[0], envs, strict=True):
-        for impl, color in zip(IMPLS, ("tab:blue", "tab:orange"), strict=True):
-            records = cells.get((env_id, impl))
-            if not records:
-                continue
+        impls = sorted({impl for env, impl in cells if env == env_id}, key=_order)
+        for index, impl in enumerate(impls):
+            records, color = cells[(env_id, impl)], f"C{index}"
             # Seeds share the schedule; keep the points that every seed has.
             n_points = min(len(r["curve"]["steps"]) for r in records)
             steps = np.array(records[0]["curve"]["steps"][:n_points])
             returns = np.array([r["curve"]["mean_return"][:n_points] for r in records])
             low, high = bootstrap_ci(returns)
-            ax.plot(steps, iqm(returns), color=color, label=f"{LABELS[impl]} ({len(records)} seeds)")
+            ax.plot(steps, iqm(returns), color=color, label=f"{label(impl)} ({len(records)} seeds)")
             ax.fill_between(steps, low, high, color=color, alpha=0.2)
         ax.set_title(env_id)
         ax.set_xlabel("env steps")

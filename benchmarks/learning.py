@@ -18,6 +18,17 @@ Pipeline check in a few minutes (writes to benchmarks/results/learning_smoke/)::
 
     python benchmarks/learning.py --smoke
 
+The variants (CrossQ + WN and XQC, with their presets: ``CrossQ(variant=...)``) against plain CrossQ at
+update-to-data ratios 1 and 2 on HalfCheetah-v5 and Hopper-v5, 3 seeds (CPU: several hours on 2 cores;
+results in benchmarks/results/learning_variants/)::
+
+    python benchmarks/learning.py --protocol variants --workers 2
+
+and at full scale (1M steps; add ``--utd 1 4`` for a higher ratio)::
+
+    python benchmarks/learning.py --protocol full --envs HalfCheetah-v5 Hopper-v5 \
+        --impls crossq_trl crossq_trl_crossq_wn crossq_trl_xqc --utd 1 2 --workers 1 --threads 4
+
 Aggregate with ``python benchmarks/aggregate_learning.py`` (see benchmarks/README.md).
 """
 
@@ -40,7 +51,8 @@ from typing import Any
 
 import numpy as np
 
-IMPLS = ("crossq_trl", "sb3_contrib")
+VARIANT_IMPLS = {"crossq_trl_crossq_wn": "crossq_wn", "crossq_trl_xqc": "xqc"}  # impl -> CrossQ(variant=...)
+IMPLS = ("crossq_trl", "sb3_contrib", *VARIANT_IMPLS)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -62,6 +74,8 @@ class Protocol:
     n_eval_envs: int
     n_eval_episodes: int  # in total, spread over the n_eval_envs envs (as RL Zoo's EvalCallback)
     out: Path
+    impls: tuple[str, ...] = ("crossq_trl", "sb3_contrib")
+    utds: tuple[int, ...] = (1,)
 
 
 _MUJOCO_FULL = EnvSetting(total_steps=1_000_000, policy_delay=3, learning_starts=5000)
@@ -93,6 +107,22 @@ PROTOCOLS: dict[str, Protocol] = {
         n_eval_envs=5,
         n_eval_episodes=20,
         out=RESULTS_DIR / "learning_full",
+    ),
+    # The variants against plain CrossQ (whose networks are the CPU suite's); the variants use their presets'
+    # networks and hyperparameters, the cell sets the update-to-data ratio (gradient_steps).
+    "variants": Protocol(
+        envs={
+            "HalfCheetah-v5": EnvSetting(total_steps=30_000, policy_delay=3, learning_starts=5000),
+            "Hopper-v5": EnvSetting(total_steps=30_000, policy_delay=3, learning_starts=5000),
+        },
+        seeds=(0, 1, 2),
+        net_arch={"pi": [256, 256], "qf": [256, 256]},
+        eval_freq=2000,
+        n_eval_envs=1,
+        n_eval_episodes=10,
+        out=RESULTS_DIR / "learning_variants",
+        impls=("crossq_trl", *VARIANT_IMPLS),
+        utds=(1, 2),
     ),
 }
 
@@ -126,10 +156,12 @@ class Cell:
     threads: int
     protocol: str
     smoke: bool
+    utd: int = 1  # gradient steps per env step
 
     @property
     def name(self) -> str:
-        return f"{self.impl}__{self.env_id}__seed{self.seed}"
+        utd = "" if self.utd == 1 else f"__utd{self.utd}"
+        return f"{self.impl}__{self.env_id}__seed{self.seed}{utd}"
 
 
 def episode_split(n_episodes: int, n_envs: int) -> list[int]:
@@ -225,12 +257,14 @@ class Recorder:
 def shared_hyperparameters(cell: Cell) -> dict[str, Any]:
     """The constructor arguments both libraries get, in the same sb3 spelling: the settings of the cell, the
     rest at each library's (identical) defaults."""
+    variant = cell.impl in VARIANT_IMPLS  # the preset's networks
     return {
         "learning_starts": cell.setting.learning_starts,
         "policy_delay": cell.setting.policy_delay,
+        "gradient_steps": cell.utd,
         "seed": cell.seed,
-        "policy_kwargs": {} if cell.net_arch is None else {"net_arch": cell.net_arch},
-        "device": "cpu" if cell.protocol == "cpu" else "auto",
+        "policy_kwargs": {} if cell.net_arch is None or variant else {"net_arch": cell.net_arch},
+        "device": "cpu" if cell.protocol in ("cpu", "variants") else "auto",
     }
 
 
@@ -239,7 +273,8 @@ def run_crossq_trl(cell: Cell) -> dict[str, Any]:
     from crossq_trl.training.envs import make_env
     from crossq_trl.training.evaluation import evaluate_policy
 
-    model = CrossQ("MlpPolicy", cell.env_id, compile=True, **shared_hyperparameters(cell))
+    variant = VARIANT_IMPLS.get(cell.impl, "crossq")
+    model = CrossQ("MlpPolicy", cell.env_id, compile=True, variant=variant, **shared_hyperparameters(cell))
     eval_envs = [
         make_env(cell.env_id, seed=cell.seed + 10_000 + i, device=model.device) for i in range(cell.n_eval_envs)
     ]
@@ -305,6 +340,7 @@ def run_sb3_contrib(cell: Cell) -> dict[str, Any]:
 RUNNERS: dict[str, Callable[[Cell], dict[str, Any]]] = {
     "crossq_trl": run_crossq_trl,
     "sb3_contrib": run_sb3_contrib,
+    **dict.fromkeys(VARIANT_IMPLS, run_crossq_trl),
 }
 
 
@@ -358,6 +394,7 @@ def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
         "seed": cell.seed,
         "protocol": cell.protocol,
         "smoke": cell.smoke,
+        "utd": cell.utd,
         "config": {
             **asdict(cell.setting),
             "net_arch": cell.net_arch,
@@ -365,7 +402,7 @@ def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
             "n_eval_envs": cell.n_eval_envs,
             "n_eval_episodes": cell.n_eval_episodes,
             "threads": cell.threads,
-            "compile": cell.impl == "crossq_trl",
+            "compile": cell.impl != "sb3_contrib",
         },
         **result,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -385,8 +422,8 @@ def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
 # --- the suite ---------------------------------------------------------------------------
 
 
-def make_cells(protocol: Protocol, name: str, envs, seeds, impls, threads: int, smoke: bool) -> list[Cell]:
-    """Cells ordered env by env, seed by seed, the implementations alternating."""
+def make_cells(protocol: Protocol, name: str, envs, seeds, impls, threads: int, smoke: bool, utds=(1,)) -> list[Cell]:
+    """Cells ordered env by env, seed by seed, the implementations (and update-to-data ratios) alternating."""
     return [
         Cell(
             impl=impl,
@@ -400,9 +437,11 @@ def make_cells(protocol: Protocol, name: str, envs, seeds, impls, threads: int, 
             threads=threads,
             protocol=name,
             smoke=smoke,
+            utd=utd,
         )
         for env_id in envs
         for seed in seeds
+        for utd in utds
         for impl in impls
     ]
 
@@ -416,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cpu")
     parser.add_argument("--envs", nargs="+", help="env ids (default: all of the protocol)")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the protocol's)")
-    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, help="implementations (default: the protocol's)")
+    parser.add_argument("--utd", nargs="+", type=int, help="update-to-data ratios (default: the protocol's)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, one cell each at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (both implementations)")
     parser.add_argument("--out", type=Path, help="results folder (one JSON per cell)")
@@ -434,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or protocol.out
     out.mkdir(parents=True, exist_ok=True)
 
-    cells = make_cells(protocol, args.protocol, envs, seeds, args.impls, args.threads, args.smoke)
+    impls, utds = args.impls or list(protocol.impls), args.utd or list(protocol.utds)
+    cells = make_cells(protocol, args.protocol, envs, seeds, impls, args.threads, args.smoke, utds)
     todo = [cell for cell in cells if not (out / f"{cell.name}.json").exists()]
     label = f"{args.protocol} (smoke)" if args.smoke else args.protocol
     log(f"protocol {label}: {len(cells)} cells, {len(todo)} to run, out={out}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from crossq_trl.modules.actor import make_crossq_actor
 from crossq_trl.modules.critic import make_crossq_critic
 from crossq_trl.modules.mlp import BatchRenormConfig
 from crossq_trl.objectives.crossq_loss import CrossQLoss
+from crossq_trl.objectives.return_normalizer import ReturnNormalizer
 from crossq_trl.replay import TensorPrioritizedSampler, build_replay_buffer
 from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crossq_trl.training.collector import CrossQCollector
@@ -47,6 +49,10 @@ POLICY_KWARGS = (
     "n_critics",
     "optimizer_class",
     "optimizer_kwargs",
+    "batch_renorm",
+    "pre_activation_norm",
+    "weight_norm",
+    "weight_norm_head",
 )
 
 
@@ -70,6 +76,9 @@ class CrossQ:
     ``use_sde`` (with ``sde_sample_freq``, ``use_sde_at_warmup`` and the ``policy_kwargs``
     ``log_std_init``, ``use_expln``, ``clip_mean``) gives the actor a gSDE head. Uniform random actions
     before ``learning_starts`` get no action noise (sb3 adds it to them too).
+
+    ``variant="crossq_wn"`` (CrossQ + WN) or ``"xqc"`` (XQC) sets the hyperparameters of the authors' configs for
+    every argument left at its default (:mod:`crossq_trl.training.variants` lists them with their sources).
 
     ``n_steps`` > 1 trains on n-step targets as sb3 2.x does: the replay buffer keeps one-step transitions and
     samples n-step ones (:mod:`crossq_trl.training.n_step`).
@@ -194,11 +203,15 @@ class CrossQ:
         batch_renorm = BatchRenormConfig(
             momentum=cfg.batch_norm_momentum, eps=cfg.batch_norm_eps, warmup_steps=cfg.renorm_warmup_steps
         )
+        if not cfg.batch_renorm:  # r and d clipped to (1, 0): plain batch norm
+            batch_renorm = replace(batch_renorm, r_max=1.0, d_max=0.0)
         network = {"activation": cfg.activation(), "batch_norm": cfg.batch_norm, "batch_renorm": batch_renorm}
+        network.update(pre_activation_norm=cfg.pre_activation_norm, weight_norm=cfg.weight_norm)
+        head = {"weight_norm_head": cfg.weight_norm_head}
         specs = {"observation_spec": self._specs["observation"], "action_spec": self._specs["action"]}
         sde = {"log_std_init": cfg.log_std_init, "use_expln": cfg.use_expln, "clip_mean": cfg.clip_mean}
         sde = {"use_sde": True, "sde_sample_freq": cfg.sde_sample_freq, **sde} if cfg.use_sde else {}
-        self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network, **sde)
+        self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network, **head, **sde)
         self.acting_policy = ActingPolicy(self.actor, compile=cfg.compile)
         self.action_noise, self.exploration_policy = None, self.acting_policy
         if cfg.action_noise is not None:
@@ -206,17 +219,29 @@ class CrossQ:
             self.action_noise = make_action_noise(cfg.action_noise, action_dim=action_spec.shape[-1], n_envs=n_envs)
             noise = AdditiveActionNoise(self.action_noise, action_spec, action_key=self.acting_policy.out_keys[0])
             self.exploration_policy = TensorDictSequential(self.acting_policy, noise.to(self.device))
+        categorical = cfg.critic_loss == "categorical"
         self.critic = make_crossq_critic(
-            **specs, n_critics=cfg.n_critics, net_arch=cfg.critic_arch(), device=self.device, **network
+            **specs,
+            n_critics=cfg.n_critics,
+            net_arch=cfg.critic_arch(),
+            device=self.device,
+            categorical=cfg.support() if categorical else None,
+            **network,
+            **head,
         )
         alpha_init, fixed_alpha = cfg.entropy_coefficient()
+        scale = cfg.target_entropy_scale()
+        action_dim = self._specs["action"].shape[-1]
+        reward_normalizer = ReturnNormalizer(cfg.gamma, n_envs) if cfg.reward_normalization else None
         self.loss_module = CrossQLoss(
             self.actor,
             self.critic,
             num_qvalue_nets=cfg.n_critics,
+            loss_function="categorical" if categorical else "l2",
             alpha_init=alpha_init,
             fixed_alpha=fixed_alpha,
-            target_entropy=cfg.target_entropy,
+            target_entropy=cfg.target_entropy if scale is None else -scale * action_dim,
+            reward_normalizer=None if reward_normalizer is None else reward_normalizer.to(self.device),
         )
         self.loss_module.make_value_estimator(gamma=cfg.gamma)
         optimizers = make_crossq_optimizers(
@@ -329,6 +354,8 @@ class CrossQ:
         )
         if self.action_noise is not None:  # its process state goes into the training checkpoints
             trainer.register_module("action_noise", self.action_noise)
+        if self.loss_module.reward_normalizer is not None:  # its statistics follow the collected rewards
+            trainer.register_op("batch_process", self.loss_module.reward_normalizer.observe)
         trainer.collected_frames = self.num_timesteps
         if previous is not None and self.num_timesteps > 0:  # continuing: keep the episode window, like sb3
             trainer.episodes.load_state_dict(previous.episodes.state_dict())

@@ -78,13 +78,15 @@ def hand_brn(x: torch.Tensor, layer, *, training: bool, member: int | None = Non
     else:
         flat = x.reshape(-1, x.shape[-1])
         mu_b = flat.mean(0)
-        sigma_b = torch.sqrt(((flat - mu_b) ** 2).mean(0) + layer.eps)
+        var_b = ((flat - mu_b) ** 2).mean(0)
+        sigma_b = torch.sqrt(var_b + layer.eps)
         if int(layer.steps) >= layer.warmup_steps:
             r = torch.clamp(sigma_b / sigma_r, 1 / layer.r_max, layer.r_max).detach()
             d = torch.clamp((mu_b - mu_r) / sigma_r, -layer.d_max, layer.d_max).detach()
         else:
             r, d = 1.0, 0.0
-        x_hat = (x - mu_b) / sigma_b * r + d
+        # The authors' renorm: batch norm with mean mu_b - d sqrt(var_b) / r and variance var_b / r^2.
+        x_hat = (x - (mu_b - d * var_b.sqrt() / r)) / torch.sqrt(var_b / r**2 + layer.eps)
     return weight * x_hat + bias
 
 
@@ -112,11 +114,14 @@ def hand_actor(net, obs: torch.Tensor, *, training: bool) -> tuple[torch.Tensor,
 def hand_critic(net, obs: torch.Tensor, act: torch.Tensor, *, training: bool, brn_inputs: list | None = None):
     """Q-values ``[*batch, E]`` of an EnsembleQNet, each member computed on its own from the stacked weights/buffers.
 
-    ``brn_inputs``, if given, receives for each BRN layer the list of per-member inputs.
+    ``brn_inputs``, if given, receives for each BRN layer the list of per-member inputs. The action, in the
+    bounds of the ``action_spec`` fixture, enters mapped to [-1, 1].
     """
     from crossq_trl import BatchRenorm1d
     from crossq_trl.modules import EnsembleLinear
 
+    low, high = torch.full((ACT_DIM,), ACTION_LOW), torch.tensor(ACTION_HIGH)
+    act = 2 * (act - low) / (high - low) - 1
     outputs = []
     per_layer = [[] for _ in net.body]
     for e in range(net.n_critics):

@@ -15,7 +15,9 @@ D_MAX = 5.0
 
 
 def reference_brn(x, *, running_mean, running_var, steps, warmup_steps, weight, bias, detach_rd=True):
-    """Batch Renormalization (Ioffe 2017) in train mode, statistics over every leading dim, biased variance."""
+    """Batch Renormalization in train mode as the CrossQ authors' code, SBX and sb3-contrib compute it: batch
+    norm with mean ``mu_b - d sqrt(var_b) / r`` and variance ``var_b / r^2``; statistics over every leading dim,
+    biased variance."""
     flat = x.reshape(-1, x.shape[-1])
     mu_b = flat.mean(0)
     var_b = ((flat - mu_b) ** 2).mean(0)
@@ -28,7 +30,9 @@ def reference_brn(x, *, running_mean, running_var, steps, warmup_steps, weight, 
             r, d = r.detach(), d.detach()
     else:
         r, d = torch.ones_like(mu_b), torch.zeros_like(mu_b)
-    x_hat = (x - mu_b) / sigma_b * r + d
+    mean = mu_b - d * torch.sqrt(var_b) / r
+    var = var_b / r**2
+    x_hat = (x - mean) / torch.sqrt(var + EPS)
     return weight * x_hat + bias
 
 
@@ -81,6 +85,39 @@ def test_train_forward_matches_reference_before_at_and_after_warmup(steps):
         bias=bias,
     )
     torch.testing.assert_close(out, expected)
+
+
+def test_near_constant_feature_follows_the_authors_formula():
+    """A feature that barely varies in the batch but sits far from its running mean (d clipped at d_max): the
+    authors' formula gives ~2e-4 (computed by hand below), where Ioffe's ``(x - mu_b) / sigma_b * r + d`` gives
+    ~d_max = 5. Float64, so that the tiny variance is exact enough to compare."""
+    delta = 1e-6
+    x = torch.tensor([[10.0], [10.0], [10.0], [10.0 + delta]], dtype=torch.float64)
+    layer = BatchRenorm1d(1, eps=EPS, warmup_steps=0).double()  # running stats 0 and 1
+    out = layer(x).squeeze(-1)
+    # By hand: mu_b = 10 + delta/4, var_b = 3 delta^2 / 16, r = clip(sqrt(var_b + eps) / sqrt(1 + eps)) = 1/3,
+    # d = clip(10 / sqrt(1 + eps)) = 5; x_hat = (r (x - mu_b) + d sqrt(var_b)) / sqrt(var_b + eps r^2).
+    var_b = 3 * delta**2 / 16
+    denominator = (var_b + EPS / 9) ** 0.5
+    shift = 5 * var_b**0.5
+    expected = [(-delta / 12 + shift) / denominator] * 3 + [(delta / 4 + shift) / denominator]
+    torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert out.min() > 1.9e-4 and out.max() < 2.4e-4
+    ioffe = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + EPS) / 3.0 + D_MAX
+    assert (ioffe - D_MAX).abs().max() < 1e-3  # the other formula really sits at d_max here
+
+
+def test_constant_feature_has_finite_gradients():
+    """An exactly constant feature (a dead ReLU) after warm-up: output 0 and finite (zero) gradients, not NaN
+    (the authors' formula differentiates sqrt(var_b) at var_b = 0)."""
+    x = torch.cat([torch.zeros(6, 1), torch.randn(6, 1)], 1).requires_grad_(True)
+    layer = BatchRenorm1d(2, eps=EPS, warmup_steps=0)
+    with torch.no_grad():
+        layer.running_mean.fill_(0.5)
+    out = layer(x)
+    (out * torch.randn(6, 2)).sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(layer.weight.grad).all()
+    torch.testing.assert_close(out[:, 0], torch.zeros(6))
 
 
 def test_correction_does_not_grow_after_several_warmups():

@@ -142,6 +142,12 @@ BAD_VALUES = [
     ("use_sde_at_warmup", True),  # without use_sde
     ("prioritized_replay_alpha", -0.5),
     ("prioritized_replay_beta", "high"),
+    ("variant", "sac"),
+    ("critic_loss", "huber"),
+    ("categorical_support", (5.0, -5.0, 101)),
+    ("categorical_support", (-5.0, 5.0, 1)),
+    ("target_entropy", "auto_x"),
+    ("learning_rate", "lin_3e-4_3e-5_0"),
 ]
 
 
@@ -155,5 +161,6 @@ def test_every_validated_field_has_a_bad_value_case():
     """The table above covers every field that is validated (the rest are free-form)."""
     free_form = {"batch_norm", "optimizer_kwargs", "seed", "compile", "replay_buffer_dir", "use_sde", "use_expln"}
     free_form |= {"optimize_memory_usage", "prioritized_replay"}
+    free_form |= {"batch_renorm", "pre_activation_norm", "weight_norm", "weight_norm_head", "reward_normalization"}
     covered = {field for field, _ in BAD_VALUES}
     assert covered | free_form == set(CrossQConfig.field_names())

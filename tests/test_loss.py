@@ -88,7 +88,8 @@ def expected_qvalue_loss(ref, actor, critic, td, eps_next, *, alpha, low, high, 
         y = reward + gamma * not_terminated * (q_next.min(-1).values - alpha * next_log_prob)
         loss = (0.5 * (q_pred - y[:, None]) ** 2).sum(-1).mean()
         td_error = (q_pred - y[:, None]).abs().max(-1).values
-    return {"loss": loss, "td_error": td_error, "y": y, "joint_input": torch.cat([obs, act], -1)}
+    unit_act = 2 * (act - low) / (high - low) - 1  # the critic sees actions in [-1, 1]
+    return {"loss": loss, "td_error": td_error, "y": y, "joint_input": torch.cat([obs, unit_act], -1)}
 
 
 def expected_actor_loss(ref, actor, critic, td, eps, *, alpha, log_alpha, low, high):
@@ -502,7 +503,11 @@ def test_methods_have_torchrl_signatures_and_metadata():
             "alpha": tuple(loss_alpha.shape),
         }
         results[loss_cls] = (signatures, shapes)
-    assert results[CrossQLoss] == results[torchrl.objectives.CrossQLoss]
+    ours, theirs = results[CrossQLoss], results[torchrl.objectives.CrossQLoss]
+    extra_init = ["reward_normalizer"]  # keyword-only options of this CrossQLoss, after torchrl's parameters
+    assert ours[0].pop("__init__") == theirs[0].pop("__init__") + extra_init
+    assert ours[0] == theirs[0]
+    assert ours[1] == theirs[1]
     assert set(results[CrossQLoss][1]["qvalue"][1]) == {"td_error"}
     assert set(results[CrossQLoss][1]["actor"][1]) == {"log_prob"}
 

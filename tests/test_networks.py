@@ -318,3 +318,25 @@ def test_acting_policy_acts_as_the_actor(observation_spec, action_spec, ref, com
     assert actor.training  # its mode is given back
     for name, buffer in actor.named_buffers():
         assert torch.equal(buffer, buffers[name]), name
+
+
+def test_critic_sees_the_action_scaled_to_unit_bounds(observation_spec):
+    """Without input normalization (batch_norm=False) a critic on bounds [0, 4] x [-3, -1] gives at env action
+    low + (u + 1) (high - low) / 2 exactly what the same weights give on [-1, 1] bounds at u."""
+    low, high = torch.tensor([0.0, -3.0]), torch.tensor([4.0, -1.0])
+    critics = {}
+    for name, spec in {"env": Bounded(low, high, (ACT_DIM,)), "unit": Bounded(-1.0, 1.0, (ACT_DIM,))}.items():
+        torch.manual_seed(0)
+        critics[name] = make_crossq_critic(
+            observation_spec=observation_spec, action_spec=spec, net_arch=[8], batch_norm=False
+        )
+    unit_action = torch.rand(5, ACT_DIM) * 2 - 1
+    obs = torch.randn(5, OBS_DIM)
+    env_action = low + (unit_action + 1) * (high - low) / 2
+    q_env = critics["env"](TensorDict({"observation": obs, "action": env_action}, [5]))["state_action_value"]
+    q_unit = critics["unit"](TensorDict({"observation": obs, "action": unit_action}, [5]))["state_action_value"]
+    torch.testing.assert_close(q_env, q_unit)
+    net = critic_net(critics["env"])
+    by_hand = net.head(net.body(torch.cat([obs, unit_action], -1).T.expand(2, -1, -1))).squeeze(1).T
+    torch.testing.assert_close(q_env, by_hand)
+    assert "action_center" not in critics["env"].state_dict()  # rebuilt from the spec, not saved

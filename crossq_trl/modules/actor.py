@@ -16,6 +16,7 @@ from crossq_trl.modules.gsde import GSDEActorNet, unused_sde_options
 from crossq_trl.modules.gsde_distribution import GSDETanhNormal
 from crossq_trl.modules.mlp import BatchRenormConfig, concat_features, crossq_body
 from crossq_trl.modules.specs import feature_dim, resolve_specs
+from crossq_trl.modules.weight_norm import mark_unit_norm
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -23,11 +24,22 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 class GaussianActorNet(nn.Module):
     """``body -> (mean, log_std)`` heads; returns ``(loc, scale)`` of the pre-tanh Gaussian."""
 
-    def __init__(self, in_features: int, action_dim: int, net_arch: Sequence[int], **body_kwargs) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        action_dim: int,
+        net_arch: Sequence[int],
+        *,
+        weight_norm_head: bool = False,
+        **body_kwargs,
+    ) -> None:
         super().__init__()
         self.body = crossq_body(in_features, net_arch, **body_kwargs)
         self.mean = nn.Linear(net_arch[-1], action_dim)
         self.log_std = nn.Linear(net_arch[-1], action_dim)
+        if weight_norm_head:  # XQC's normalize_last_layer: the heads' weights, not their biases
+            for head in (self.mean, self.log_std):
+                mark_unit_norm(head, with_bias=False)
 
     def forward(self, *observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(concat_features(observations))
@@ -46,6 +58,9 @@ def make_crossq_actor(
     activation: type[nn.Module] = nn.ReLU,
     batch_norm: bool = True,
     batch_renorm: BatchRenormConfig = BatchRenormConfig(),
+    pre_activation_norm: bool = False,
+    weight_norm: bool = False,
+    weight_norm_head: bool = False,
     use_sde: bool = False,
     log_std_init: float = -3.0,
     use_expln: bool = False,
@@ -68,6 +83,9 @@ def make_crossq_actor(
     (:func:`~crossq_trl.modules.gsde.reset_noise`) and every ``sde_sample_freq`` acting steps, and the
     distribution is a :class:`~crossq_trl.modules.gsde_distribution.GSDETanhNormal`.
 
+    ``pre_activation_norm`` and ``weight_norm`` shape the body (:func:`~crossq_trl.modules.crossq_body`);
+    ``weight_norm_head`` keeps the mean and log-std heads' weights at unit norm per output (XQC).
+
     Observations and actions come from ``env`` or from explicit specs. The actor comes back in
     ``eval()`` mode, its acting mode: BRN normalises with its running statistics and leaves them
     untouched, so a collector running it never moves them by accident (in train mode every
@@ -82,15 +100,23 @@ def make_crossq_actor(
     )
     if unused:
         raise ValueError(f"{unused} only apply to a gSDE actor: pass use_sde=True, or leave them at their defaults.")
+    if use_sde and weight_norm_head:
+        raise ValueError("weight_norm_head is not available with the gSDE head (use_sde=True); leave it False.")
     in_keys = list(in_keys)
-    body = {"activation": activation, "batch_norm": batch_norm, "batch_renorm": batch_renorm}
+    body = {
+        "activation": activation,
+        "batch_norm": batch_norm,
+        "batch_renorm": batch_renorm,
+        "pre_activation_norm": pre_activation_norm,
+        "weight_norm": weight_norm,
+    }
     sizes = (feature_dim(observation_spec, in_keys), action_spec.shape[-1], net_arch)
     if use_sde:
         sde = {"log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         net = GSDEActorNet(*sizes, **sde, sample_freq=sde_sample_freq, **body).to(device)
         dist_keys, dist_class, dist_kwargs = ["loc", "scale", "noise"], GSDETanhNormal, {}
     else:
-        net = GaussianActorNet(*sizes, **body).to(device)
+        net = GaussianActorNet(*sizes, weight_norm_head=weight_norm_head, **body).to(device)
         dist_keys, dist_class, dist_kwargs = ["loc", "scale"], TanhNormal, {"tanh_loc": False}
     device = next(net.parameters()).device
     actor = ProbabilisticActor(

@@ -22,10 +22,10 @@ from torch import nn
 def _saved_for_backward(r: torch.Tensor) -> torch.Tensor:
     """A copy of ``r`` that ``torch.compile`` must save for the backward, never recompute.
 
-    The renorm scale ``r`` is derived from the running statistics, which this forward
-    updates in place. Under ``torch.compile`` the AOT min-cut partitioner may recompute
+    The renorm scale ``r`` and shift ``d`` are derived from the running statistics, which this
+    forward updates in place. Under ``torch.compile`` the AOT min-cut partitioner may recompute
     such a value in the backward pass instead of saving it, and the backward then reads the
-    buffers AFTER the update (torch 2.13: silently wrong gradients once ``r`` is active;
+    buffers AFTER the update (torch 2.13: silently wrong gradients once ``r``, ``d`` are active;
     pytorch/pytorch PR #197039). An opaque op is never recomputed, so its output is saved.
     """
     return r.clone()
@@ -41,7 +41,7 @@ _barrier_enabled = True
 
 @contextmanager
 def renorm_barrier(enabled: bool) -> Iterator[None]:
-    """Turn the ``saved_for_backward`` barrier on ``r`` off (or on) for the block.
+    """Turn the ``saved_for_backward`` barrier on ``r`` and ``d`` off (or on) for the block.
 
     Only a compiled *autograd* backward needs it. Code that computes its gradients with
     ``torch.func`` inside the compiled function (as :class:`~crossq_trl.CrossQUpdate` does)
@@ -68,11 +68,16 @@ class BatchRenorm1d(nn.Module):
     reducing across rows).
 
     Train mode:
-        ``x_hat = (x - mu_b) / sigma_b * r + d`` with ``r = clip(sigma_b / sigma_r,
-        1/r_max, r_max)`` and ``d = clip((mu_b - mu_r) / sigma_r, -d_max, d_max)``,
-        both gradient-stopped; during warm-up (``steps < warmup_steps``) ``r = 1``,
-        ``d = 0`` (plain batch norm). The running statistics then move toward the
-        batch statistics by ``momentum`` and ``steps`` grows by one.
+        with ``r = clip(sigma_b / sigma_r, 1/r_max, r_max)`` and ``d = clip((mu_b - mu_r) /
+        sigma_r, -d_max, d_max)``, both gradient-stopped, the batch is normalised with the
+        mean ``mu_b - d * sqrt(var_b) / r`` and the variance ``var_b / r^2``:
+        ``x_hat = (r (x - mu_b) + d sqrt(var_b)) / sqrt(var_b + eps r^2)``. That is the
+        formula of the CrossQ authors' code, SBX and sb3-contrib; Ioffe's ``(x - mu_b) /
+        sigma_b * r + d`` is the same up to ``eps`` but outputs up to ``d_max`` for a
+        near-constant feature, where this one outputs ~0. During warm-up (``steps <
+        warmup_steps``) ``r = 1``, ``d = 0``: plain batch norm (so is ``r_max=1, d_max=0``
+        at any step). The running statistics then move toward the batch statistics by
+        ``momentum`` and ``steps`` grows by one.
     Eval mode:
         ``x_hat = (x - mu_r) / sigma_r``; nothing is updated.
 
@@ -202,11 +207,15 @@ class BatchRenorm1d(nn.Module):
             r = (batch_std / running_std).clamp(1.0 / self.r_max, self.r_max)
             d = ((batch_mean - self.running_mean) / running_std).clamp(-self.d_max, self.d_max)
             r = torch.where(warmed_up, r, 1.0)  # (r, d) = (1, 0) during warm-up
-            if _barrier_enabled:
-                r = _saved_for_backward(r)
             d = torch.where(warmed_up, d, 0.0)
+            if _barrier_enabled:
+                r, d = _saved_for_backward(r), _saved_for_backward(d)
             self.running_mean.lerp_(batch_mean, self.momentum)
             self.running_var.lerp_(batch_var, self.momentum)
             self.steps.add_(1)
-        x_hat = centered / self._broadcast(batch_std, x)
-        return x_hat * self._broadcast(r, x) + self._broadcast(d, x)
+        # (r (x - mu_b) + d sqrt(var_b)) / sqrt(var_b + eps r^2) as one per-feature scale and shift. The gradient
+        # flows through var_b in both; clamp_min keeps it finite (zero) for a constant feature, where sqrt' is inf.
+        inv_std = (batch_var + self.eps * r.square()).rsqrt()
+        scale = r * inv_std
+        shift = d * batch_var.clamp_min(1e-20).sqrt() * inv_std
+        return centered * self._broadcast(scale, x) + self._broadcast(shift, x)

@@ -23,6 +23,8 @@ from crossq_trl.modules.gsde import fresh_noise
 from crossq_trl.modules.gsde_distribution import GSDETanhNormal
 from crossq_trl.modules.modes import training_mode
 from crossq_trl.modules.qvalue_ensemble import QValueEnsemble
+from crossq_trl.objectives.categorical import categorical_td_target
+from crossq_trl.objectives.return_normalizer import ReturnNormalizer
 
 
 class CrossQLoss(LossModule):
@@ -53,7 +55,11 @@ class CrossQLoss(LossModule):
 
     Keyword Args:
         num_qvalue_nets: number of critics (must match an ensemble critic). Default 2.
-        loss_function: ``"l2"`` (``0.5 * (Q - y)^2``, default), ``"l1"`` or ``"smooth_l1"``.
+        loss_function: ``"l2"`` (``0.5 * (Q - y)^2``, default), ``"l1"``, ``"smooth_l1"``, or
+            ``"categorical"``: XQC's cross-entropy between the critic's categorical distribution and the
+            projected bootstrap distribution (needs a critic built with ``categorical=CategoricalSupport(...)``).
+        reward_normalizer: a :class:`~crossq_trl.objectives.ReturnNormalizer` (XQC's reward normalization)
+            that scales the sampled rewards; its statistics are this loss's buffers.
         alpha_init: initial entropy coefficient. Default 1.0.
         min_alpha, max_alpha: optional bounds on the entropy coefficient.
         action_spec: action spec used for ``target_entropy="auto"``; read from the
@@ -81,6 +87,7 @@ class CrossQLoss(LossModule):
 
         action: NestedKey = "action"
         state_action_value: NestedKey = "state_action_value"
+        state_action_value_log_probs: NestedKey = "state_action_value_log_probs"
         priority: NestedKey = "td_error"
         priority_weight: NestedKey = "priority_weight"
         reward: NestedKey = "reward"
@@ -113,13 +120,14 @@ class CrossQLoss(LossModule):
         reduction: str | None = None,
         deactivate_vmap: bool = False,
         scalar_output_mode: str | None = None,
+        reward_normalizer: ReturnNormalizer | None = None,
     ) -> None:
         self._in_keys = None
         self._out_keys = None
         super().__init__()
         self._set_deprecated_ctor_keys(priority_key=priority_key)
-        if loss_function not in ("l2", "l1", "smooth_l1"):
-            raise ValueError(f"loss_function must be 'l2', 'l1' or 'smooth_l1', got {loss_function!r}.")
+        if loss_function not in ("l2", "l1", "smooth_l1", "categorical"):
+            raise ValueError(f"loss_function must be 'l2', 'l1', 'smooth_l1' or 'categorical', got {loss_function!r}.")
         if alpha_init <= 0:
             raise ValueError(f"alpha_init must be > 0, got {alpha_init}.")
         reduction = "mean" if reduction is None else reduction
@@ -132,6 +140,13 @@ class CrossQLoss(LossModule):
         self.actor_network = actor_network
         self.qvalue_network = self._as_ensemble(qvalue_network, num_qvalue_nets)
         self.num_qvalue_nets = num_qvalue_nets if not isinstance(qvalue_network, list) else len(qvalue_network)
+        categorical_critic = getattr(getattr(self.qvalue_network, "module", None), "categorical", None) is not None
+        if (loss_function == "categorical") != categorical_critic:
+            raise ValueError(
+                "loss_function='categorical' and a categorical critic go together: build the critic with "
+                "make_crossq_critic(..., categorical=CategoricalSupport(...)) and pass loss_function='categorical'."
+            )
+        self.reward_normalizer = reward_normalizer
 
         device = next(self.actor_network.parameters()).device
         self.register_buffer("alpha_init", torch.tensor(float(alpha_init), device=device))
@@ -288,15 +303,19 @@ class CrossQLoss(LossModule):
             log_prob = log_prob + ((dist.high - dist.low) / 2).log().expand(action.shape[-1:]).sum(-1)
         return action, log_prob
 
-    def _q_values(self, tensordict: TensorDictBase, *, training: bool, detach_params: bool) -> Tensor:
-        """``Q_i(s, a)`` of every critic, ``[*batch, num_qvalue_nets]``."""
+    def _critic(self, tensordict: TensorDictBase, *, training: bool, detach_params: bool) -> TensorDictBase:
+        """The critics' outputs: ``Q_i(s, a)`` ``[*batch, num_qvalue_nets]`` (and a categorical critic's
+        log-probabilities)."""
         with training_mode(self.qvalue_network, training):
             if detach_params:
                 params = {name: p.detach() for name, p in self.qvalue_network.named_parameters()}
-                tensordict = functional_call(self.qvalue_network, params, (tensordict,), strict=False)
-            else:
-                tensordict = self.qvalue_network(tensordict)
-        return tensordict.get(self.tensor_keys.state_action_value)
+                return functional_call(self.qvalue_network, params, (tensordict,), strict=False)
+            return self.qvalue_network(tensordict)
+
+    def _q_values(self, tensordict: TensorDictBase, *, training: bool, detach_params: bool) -> Tensor:
+        """``Q_i(s, a)`` of every critic, ``[*batch, num_qvalue_nets]``."""
+        critic = self._critic(tensordict, training=training, detach_params=detach_params)
+        return critic.get(self.tensor_keys.state_action_value)
 
     @property
     def _alpha(self) -> Tensor:
@@ -319,7 +338,14 @@ class CrossQLoss(LossModule):
 
         With importance-sampling weights ``w`` in the batch (``tensor_keys.priority_weight``, from a prioritized
         replay buffer), the mean is TorchRL's weighted one, ``sum_b w_b loss_b / sum_b w_b``. ``td_error`` is
-        ``max_i |Q_i(s, a) - y|`` per transition, the priority TorchRL's buffers read back."""
+        ``max_i |Q_i(s, a) - y|`` per transition, the priority TorchRL's buffers read back.
+
+        With ``loss_function="categorical"`` the loss is the cross-entropy of :meth:`_cross_entropy`; ``td_error``
+        stays ``max_i |Q_i(s, a) - y|`` with the critics' expected values. With a ``reward_normalizer`` the rewards
+        are scaled first."""
+        if self.reward_normalizer is not None:
+            reward_key = ("next", self.tensor_keys.reward)
+            tensordict = tensordict.clone(False).set(reward_key, self.reward_normalizer(tensordict.get(reward_key)))
         next_tensordict = tensordict.get("next")
         with torch.no_grad():
             next_action, next_log_prob = self._policy(next_tensordict, training=False)
@@ -334,15 +360,51 @@ class CrossQLoss(LossModule):
         for key in self._observation_keys:
             joint.set(key, torch.cat([tensordict.get(key), next_tensordict.get(key)]))
         joint.set(self.tensor_keys.action, torch.cat([tensordict.get(self.tensor_keys.action), next_action]))
-        q_values = self._q_values(joint, training=True, detach_params=False)
-        q_pred, q_next = q_values.split(batch, dim=0)
+        critic = self._critic(joint, training=True, detach_params=False)
+        q_pred, q_next = critic.get(self.tensor_keys.state_action_value).split(batch, dim=0)
 
         next_value = (q_next.min(-1).values - self._alpha * next_log_prob).detach()
         target = self.value_estimator.value_estimate(tensordict, next_value=next_value.unsqueeze(-1))
-        loss = self._critic_distance(q_pred, target.expand_as(q_pred)).sum(-1)
+        if self.loss_function == "categorical":
+            log_probs = critic.get(self.tensor_keys.state_action_value_log_probs).split(batch, dim=0)
+            loss = self._cross_entropy(tensordict, *log_probs, q_next, next_log_prob)
+        else:
+            loss = self._critic_distance(q_pred, target.expand_as(q_pred)).sum(-1)
         td_error = (q_pred - target).abs().max(-1).values.detach()
         weights = self._maybe_get_priority_weight(tensordict)
         return self._reduce_loss(loss, tensordict=tensordict, weights=weights), {"td_error": td_error}
+
+    def _cross_entropy(
+        self,
+        tensordict: TensorDictBase,
+        pred_log_probs: Tensor,
+        next_log_probs: Tensor,
+        q_next: Tensor,
+        next_log_prob: Tensor,
+    ) -> Tensor:
+        """XQC's critic loss, summed over the critics: ``-sum_i p_target(i) log p_pred(i)``. The bootstrap
+        distribution is that of the critic with the lowest ``Q(s', a')`` (XQC's ``argmin``), from the same joint
+        pass (no target network), its atoms moved to ``r + gamma^k (1 - terminated) (z - alpha log pi(a'|s'))``
+        and projected back onto the support (:func:`categorical_td_target`)."""
+        with torch.no_grad():
+            atoms = self.qvalue_network.module.atoms
+            lowest = q_next.argmin(-1)[..., None, None].expand(*q_next.shape[:-1], 1, atoms.shape[-1])
+            next_probs = next_log_probs.gather(-2, lowest).squeeze(-2).exp()  # [*batch, bins]
+            next_atoms = atoms - self._alpha * next_log_prob.unsqueeze(-1)
+            target_probs = categorical_td_target(next_probs, self._bootstrap(tensordict, next_atoms), atoms)
+        return -(target_probs.unsqueeze(-2) * pred_log_probs).sum(-1).sum(-1)
+
+    def _bootstrap(self, tensordict: TensorDictBase, next_values: Tensor) -> Tensor:
+        """The value estimator's target for several next values per sample (``[*batch, K]``), e.g. one per atom:
+        its inputs are widened to K columns, so n-step discounts and terminations stay the estimator's."""
+        width = next_values.shape[-1]
+        inputs = TensorDict(batch_size=tensordict.batch_size, device=tensordict.device)
+        keys = [("next", getattr(self.tensor_keys, name)) for name in ("reward", "done", "terminated")]
+        for key in [*keys, self.tensor_keys.steps_to_next_obs]:
+            value = tensordict.get(key, None)
+            if value is not None:
+                inputs.set(key, value.expand(*value.shape[:-1], width))
+        return self.value_estimator.value_estimate(inputs, next_value=next_values)
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """Actor loss ``alpha log pi(a|s) - min_i Q_i(s, a)``, ``a ~ pi(s)`` reparameterised.

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from crossq_trl.exploration.factory import NOISE_FORMS, is_action_noise_option
+from crossq_trl.modules.categorical import CategoricalSupport
 from crossq_trl.modules.gsde import unused_sde_options
 from crossq_trl.training.precision import PRECISIONS
+from crossq_trl.training.variants import variant_values
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -37,13 +39,21 @@ class CrossQConfig:
     """Hyperparameters of CrossQ; names and defaults follow sb3-contrib's ``CrossQ`` and
     ``CrossQPolicy``. Invalid values raise ``ValueError`` at construction.
 
-    ``learning_rate`` is a float, a callable of the remaining progress (1 -> 0), or
-    ``"lin_<lr>"`` for a linear decay to 0. ``train_freq`` is a step count or
-    ``(n, "step" | "episode")``; ``gradient_steps=-1`` does as many updates as env steps
-    collected. ``ent_coef`` is ``"auto"``, ``"auto_<init>"`` or a fixed float.
+    ``learning_rate`` is a float, a callable of the remaining progress (1 -> 0),
+    ``"lin_<lr>"`` for a linear decay to 0 or ``"lin_<start>_<end>"`` for one to ``end``.
+    ``train_freq`` is a step count or ``(n, "step" | "episode")``; ``gradient_steps=-1`` does as many
+    updates as env steps collected. ``ent_coef`` is ``"auto"``, ``"auto_<init>"`` or a fixed float.
     ``n_steps`` > 1 gives n-step targets (sb3's ``n_steps``: up to n discounted rewards, cut at the episode's end,
     bootstrapped with ``gamma^k``). ``net_arch`` is one list for both networks or ``{"pi": [...], "qf": [...]}``
     (default actor [256, 256], critic [1024, 1024]).
+
+    Variants: ``variant`` ``"crossq"`` (default), ``"crossq_wn"`` or ``"xqc"`` gives every field left at its
+    default the preset's value (:mod:`crossq_trl.training.variants`, with the sources); a field set to
+    another value wins. Their parts are options of their own: ``batch_renorm=False`` (plain batch norm),
+    ``pre_activation_norm`` (``Linear -> BN -> act`` blocks), ``weight_norm`` / ``weight_norm_head`` (hidden
+    layers / output heads kept at unit norm per output unit), ``critic_loss`` ``"mse"`` or ``"categorical"``
+    with ``categorical_support = (v_min, v_max, num_bins)``, ``reward_normalization`` (rewards scaled by the
+    running std of the discounted return) and ``target_entropy="auto_<scale>"`` (``-scale * dim(A)``).
 
     Exploration: ``action_noise`` is None, ``"normal_<sigma>"``, ``"ou_<sigma>"``, an
     :class:`~crossq_trl.exploration.ActionNoise` or any object with sb3's ``ActionNoise`` protocol.
@@ -97,8 +107,17 @@ class CrossQConfig:
     prioritized_replay_beta: float = 0.4
     eval_freq: int = 0
     n_eval_episodes: int = 10
+    variant: str = "crossq"
+    batch_renorm: bool = True
+    pre_activation_norm: bool = False
+    weight_norm: bool = False
+    weight_norm_head: bool = False
+    critic_loss: str = "mse"
+    categorical_support: tuple[float, float, int] = (-5.0, 5.0, 101)
+    reward_normalization: bool = False
 
     def __post_init__(self) -> None:
+        self._apply_variant()
         self.train_freq = self._parse_train_freq(self.train_freq)
         positive = ("buffer_size", "batch_size", "n_steps", "policy_delay", "n_envs", "n_critics", "n_eval_episodes")
         for name in positive:
@@ -127,10 +146,38 @@ class CrossQConfig:
             _check(name, getattr(self, name), "a float >= 0", lambda v: _is_number(v) and v >= 0)
         self.learning_rate_at(1.0)
         self.entropy_coefficient()
-        if self.target_entropy != "auto":
-            _check("target_entropy", self.target_entropy, "'auto' or a float", _is_number)
+        self.target_entropy_scale()
+        _check("critic_loss", self.critic_loss, "'mse' or 'categorical'", lambda v: v in ("mse", "categorical"))
+        self.support()
         self.actor_arch(), self.critic_arch(), self.activation(), self.optimizer()
         self.torch_device()
+
+    def _apply_variant(self) -> None:
+        """Give the fields still at their defaults the values of ``variant`` (:mod:`crossq_trl.training.variants`)."""
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        for name, value in variant_values(self.variant).items():
+            if getattr(self, name) == defaults[name] or (name == "optimizer_kwargs" and not self.optimizer_kwargs):
+                setattr(self, name, value)
+
+    def target_entropy_scale(self) -> float | None:
+        """For ``"auto"`` (1) and ``"auto_<scale>"``: the target entropy is ``-scale * dim(A)``; None for a float."""
+        value = self.target_entropy
+        if isinstance(value, str):
+            scale = 1.0 if value == "auto" else _to_float(value[5:]) if value.startswith("auto_") else None
+            _check("target_entropy", value, "'auto', 'auto_<scale>' or a float", lambda v: scale is not None)
+            return scale
+        _check("target_entropy", value, "'auto', 'auto_<scale>' or a float", _is_number)
+        return None
+
+    def support(self) -> CategoricalSupport:
+        """The categorical critic's support from ``categorical_support = (v_min, v_max, num_bins)``."""
+        try:
+            return CategoricalSupport(*self.categorical_support)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"CrossQConfig.categorical_support must be (v_min, v_max, num_bins) with v_max > v_min and "
+                f"num_bins >= 2, got {self.categorical_support!r}."
+            ) from err
 
     def _check_exploration(self) -> None:
         _check("action_noise", self.action_noise, NOISE_FORMS, is_action_noise_option)
@@ -171,9 +218,14 @@ class CrossQConfig:
         """The learning rate when ``progress_remaining`` (1 at the start, 0 at the end) is left."""
         lr = self.learning_rate
         if isinstance(lr, str):
-            if not lr.startswith("lin_") or not _is_number(_to_float(lr[4:])):
-                raise ValueError(f"CrossQConfig.learning_rate: expected a float, a callable or 'lin_<lr>', got {lr!r}.")
-            lr = float(lr[4:]) * progress_remaining
+            ends = [_to_float(part) for part in lr[4:].split("_")] if lr.startswith("lin_") else []
+            if len(ends) not in (1, 2) or not all(_is_number(end) for end in ends):
+                raise ValueError(
+                    "CrossQConfig.learning_rate: expected a float, a callable, 'lin_<lr>' or 'lin_<start>_<end>', "
+                    f"got {lr!r}."
+                )
+            start, end = ends if len(ends) == 2 else (ends[0], 0.0)
+            lr = end + (start - end) * progress_remaining
         elif callable(lr):
             lr = lr(progress_remaining)
         _check("learning_rate", lr, "a float >= 0 (or a schedule returning one)", lambda v: _is_number(v) and v >= 0)

@@ -17,6 +17,7 @@ from torchrl.trainers import OptimizationStepper
 
 from crossq_trl.modules.batch_renorm import renorm_barrier
 from crossq_trl.modules.compiled import compile_method
+from crossq_trl.modules.weight_norm import project_unit_norm_, unit_norm_pairs
 from crossq_trl.objectives.crossq_loss import CrossQLoss
 from crossq_trl.training.flat_tensors import FlatTensors
 from crossq_trl.training.functional_adam import (
@@ -107,10 +108,17 @@ class _OptimizerGroup:
 
     MOMENTS = ("exp_avg", "exp_avg_sq", "step")
 
-    def __init__(self, optimizer: Optimizer, names: dict[int, str]) -> None:
+    def __init__(self, optimizer: Optimizer, names: dict[int, str], unit_norm: list[tuple[str, str | None]]) -> None:
         self.optimizer = optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.slot = _Slot([names[id(p)] for p in self.params], self.params)
+        # (weight, bias or None) positions in the slot of the layers kept at unit norm (modules/weight_norm.py)
+        position = {name: i for i, name in enumerate(self.slot.names)}
+        self.unit_norm = [
+            (position[weight], None if bias is None else position[bias])
+            for weight, bias in unit_norm
+            if weight in position
+        ]
         self.functional = supports_functional_adam(optimizer) and len(optimizer.param_groups) == 1
         if self.functional:
             init_adam_state(optimizer)
@@ -143,6 +151,14 @@ class _OptimizerGroup:
             param.grad = param_grad
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            self.project_(self.slot.flat())
+
+    def project_(self, flat: Tensor) -> None:
+        """Weight normalization's projection after the step: each marked layer's output units back to unit norm."""
+        views = self.slot.layout.views(flat)
+        for weight, bias in self.unit_norm:
+            project_unit_norm_(views[weight], None if bias is None else views[bias])
 
 
 _UPDATE_ARGS = ("flats", "optimizer_inputs", "batch", "health")  # the tensor arguments of the updates
@@ -155,7 +171,9 @@ _LOSS_QUANTITIES = {"loss_qvalue": "critic loss", "loss_actor": "actor loss", "l
 class CrossQUpdate(OptimizationStepper):
     """One CrossQ update per call on a replay batch, in the order of the paper's code:
     the critic step, then (every ``policy_delay``-th call) the actor step on the updated
-    critic and the temperature step.
+    critic and the temperature step. Layers marked for weight normalization
+    (:mod:`crossq_trl.modules.weight_norm`) are projected back to unit norm right after their
+    optimizer step, inside the same graph.
 
     Each step (critic; actor and temperature) is one pure function of tensors: the loss's
     parameters and buffers (as a few flat buffers, :class:`FlatTensors`), the optimizers' state
@@ -224,8 +242,11 @@ class CrossQUpdate(OptimizationStepper):
 
         self._loss_call = _LossCall(loss)
         names = {id(t): f"loss.{name}" for name, t in [*loss.named_parameters(), *loss.named_buffers()]}
-        self._critic = [_OptimizerGroup(optimizers.critic, names)]
-        self._actor = [_OptimizerGroup(opt, names) for opt in (optimizers.actor, optimizers.alpha) if opt is not None]
+        unit_norm = unit_norm_pairs(loss, prefix="loss")
+        self._critic = [_OptimizerGroup(optimizers.critic, names, unit_norm)]
+        self._actor = [
+            _OptimizerGroup(opt, names, unit_norm) for opt in (optimizers.actor, optimizers.alpha) if opt is not None
+        ]
         # Every tensor of the loss travels in one of the slots: the optimizers' parameters, then the rest
         # (BRN statistics and other buffers, parameters no optimizer steps) by dtype and device.
         self._slots = [group.slot for group in self._critic + self._actor]
@@ -353,6 +374,7 @@ class CrossQUpdate(OptimizationStepper):
         for group, index in zip(groups, indices, strict=True):
             if group.functional:
                 adam_step_(flats[index], grads[index], *next(optimizer_inputs))
+                group.project_(flats[index])
             else:
                 eager_grads[index] = grads[index]
         values = {quantity: metrics[key] for key, quantity in _LOSS_QUANTITIES.items() if key in metrics}
