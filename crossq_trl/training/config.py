@@ -50,6 +50,12 @@ class CrossQConfig:
     ``use_sde`` selects the gSDE actor (``log_std_init``, ``use_expln``, ``clip_mean`` are its
     ``policy_kwargs`` in sb3), ``sde_sample_freq`` its resampling period (-1: each rollout only),
     ``use_sde_at_warmup`` acts with it instead of uniform random actions before ``learning_starts``.
+
+    Distributed collection (:mod:`crossq_trl.distributed`): ``collector_workers`` > 0 steps that many envs in
+    remote workers, one env each, on a Ray cluster (``collector_backend="ray"``, ``ray_address``; None: a local Ray)
+    or in local processes (``"multiprocess"``), the learner staying here; the workers count as envs for
+    ``train_freq`` and ``gradient_steps`` (each batch: ``train_freq`` steps of every worker), and get the actor's
+    weights every ``weight_sync_interval`` updates.
     """
 
     learning_rate: float | str | Callable[[float], float] = 1e-3
@@ -89,6 +95,10 @@ class CrossQConfig:
     replay_buffer_dir: str | None = None
     eval_freq: int = 0
     n_eval_episodes: int = 10
+    collector_workers: int = 0
+    collector_backend: str = "ray"
+    ray_address: str | None = None
+    weight_sync_interval: int = 1
 
     def __post_init__(self) -> None:
         self.train_freq = self._parse_train_freq(self.train_freq)
@@ -115,6 +125,7 @@ class CrossQConfig:
             lambda v: v in ("memory", "memmap"),
         )
         self._check_exploration()
+        self._check_distributed()
         self.learning_rate_at(1.0)
         self.entropy_coefficient()
         if self.target_entropy != "auto":
@@ -142,6 +153,32 @@ class CrossQConfig:
         if unused:
             names = ", ".join(f"CrossQConfig.{name}" for name in unused)
             raise ValueError(f"{names} only apply with use_sde=True: set it, or leave them at their defaults.")
+
+    def _check_distributed(self) -> None:
+        _check(
+            "collector_workers",
+            self.collector_workers,
+            "an integer >= 0 (0: collect here)",
+            lambda v: _is_int(v) and v >= 0,
+        )
+        _check("weight_sync_interval", self.weight_sync_interval, "an integer >= 1", lambda v: _is_int(v) and v >= 1)
+        _check(
+            "collector_backend",
+            self.collector_backend,
+            "'ray' or 'multiprocess'",
+            lambda v: v in ("ray", "multiprocess"),
+        )
+        if self.ray_address is not None and (self.collector_workers == 0 or self.collector_backend != "ray"):
+            raise ValueError("CrossQConfig.ray_address needs collector_workers >= 1 and collector_backend='ray'.")
+        if self.collector_workers == 0:
+            return
+        used = {"n_envs > 1": self.n_envs > 1, "action_noise": self.action_noise is not None, "use_sde": self.use_sde}
+        if any(used.values()):
+            names = ", ".join(name for name, on in used.items() if on)
+            raise ValueError(
+                f"CrossQConfig.collector_workers > 0 does not support {names} yet: each worker steps one env with the "
+                "actor's own Gaussian noise. Use more collector_workers instead of n_envs, or collector_workers=0."
+            )
 
     @staticmethod
     def _parse_train_freq(train_freq) -> tuple[int, str]:
