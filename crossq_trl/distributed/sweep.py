@@ -53,11 +53,17 @@ def _run_on_ray(fn, jobs, ray_address, cpus_per_job):
 
     if not ray.is_initialized():
         ray.init(address=ray_address)
-    remote_fn = ray.remote(num_cpus=cpus_per_job, max_calls=1, max_retries=0)(fn)
-    pending = {remote_fn.remote(job): job for job in jobs}
+    remote_call = ray.remote(num_cpus=cpus_per_job, max_calls=1, max_retries=0)(_call)
+    pending = {remote_call.remote(fn, job): job for job in jobs}
     while pending:
         (ref,), _ = ray.wait(list(pending))
         yield pending.pop(ref), *_outcome(lambda ref=ref: ray.get(ref))
+
+
+def _call(fn: Callable[[Job], Any], job: Job) -> Any:
+    """The Ray task: a plain function, so that ``fn`` can be any picklable callable (``ray.remote`` takes only
+    Python functions and classes)."""
+    return fn(job)
 
 
 def _outcome(get: Callable[[], Any]) -> tuple[Any, BaseException | None]:
