@@ -566,6 +566,8 @@ class CrossQ:
         trainer.load_training_state(data)
         if remaining > 0:
             model._train(trainer)
+        elif model.config.collector_workers > 0:
+            trainer.collector.shutdown()  # nothing left to collect: release the remote workers
         return model
 
     def save_replay_buffer(self, path: str | os.PathLike) -> Path:
