@@ -9,16 +9,15 @@ checkpoint, and the run resumes from it.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from crossq_trl import CrossQ, CrossQConfig, EnvStepError
+from crossq_trl import ActingPolicy, CrossQ, CrossQConfig, EnvStepError, make_crossq_actor
 from crossq_trl.cli import build_parser
-from crossq_trl.distributed import run_jobs
+from crossq_trl.distributed import PolicyWeightPush, run_jobs
 from crossq_trl.training.checkpoint import load_checkpoint
-
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'crossq-trl[ray]'")
 
 WORKERS = 2
 BATCH = 16  # env steps per collected batch: train_freq 8 on each of the 2 workers
@@ -38,8 +37,10 @@ OPTIONS = dict(
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """The ray module, with a local Ray session of 2 CPUs; the tests that need it are skipped without Ray."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'crossq-trl[ray]'")
     ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False)
-    yield
+    yield ray
     ray.shutdown()
 
 
@@ -60,6 +61,37 @@ def test_config_refuses_what_workers_cannot_do():
     assert (args.collector_workers, args.ray_address, args.collector_backend) == (3, "10.0.0.1:6379", "ray")
 
 
+def test_weight_push_interval_and_learner_copy(observation_spec, action_spec):
+    """Every `interval` updates, counted after each batch; a learner whose collector holds a copy of its policy
+    (a GPU learner's CPU copy) has its weights, BRN statistics included, copied into it before each push."""
+    learner = ActingPolicy(make_crossq_actor(observation_spec=observation_spec, action_spec=action_spec))
+    copy = ActingPolicy(make_crossq_actor(observation_spec=observation_spec, action_spec=action_spec))
+    received = []
+
+    def send() -> None:
+        received.append({key: value.clone() for key, value in copy.state_dict().items()})
+
+    collector = SimpleNamespace(policy=copy, update_policy_weights_=send)
+    snapshots = {}
+    trainer = SimpleNamespace(update=SimpleNamespace(num_updates=0), register_op=lambda *args: None)
+    push = PolicyWeightPush(collector, interval=3, source=learner)
+    push.register(trainer)
+    push._setup()
+    for updates in (2, 3, 4, 6, 7):  # the update count after successive batches
+        with torch.no_grad():
+            for value in learner.state_dict().values():
+                if value.is_floating_point():
+                    value.add_(1.0)
+        trainer.update.num_updates = updates
+        snapshots[updates] = {key: value.clone() for key, value in learner.state_dict().items()}
+        push()
+    assert push.pushes == len(received) == 3 and push.pushed_at == 6  # at 0, 3 and 6
+    for key, value in snapshots[6].items():
+        assert torch.equal(received[-1][key], value), key
+        assert not torch.equal(received[-2][key], value) or not value.is_floating_point(), key
+    assert any("running_mean" in key for key in learner.state_dict())
+
+
 def test_ray_run_pushes_weights_stops_on_a_killed_worker_and_resumes(local_ray, tmp_path):
     """A short run on 2 workers (one test, to start workers only twice): the schedule's update count, distinct
     worker seeds, the workers acting with the weights (BRN running statistics included) of the last push rather
@@ -76,7 +108,7 @@ def test_ray_run_pushes_weights_stops_on_a_killed_worker_and_resumes(local_ray, 
             seen["sent"] = {key: value.clone() for key, value in model.collector.policy.state_dict().items()}
         if model.num_timesteps == KILL_AT:
             seen["remote"] = remote_policy_state(model)
-            ray.kill(model.collector.remote_collectors[0])
+            local_ray.kill(model.collector.remote_collectors[0])
 
     with pytest.raises(EnvStepError, match=r"(?s)ray collector worker failed .*killed by `ray.kill`") as failure:
         model.learn(TOTAL, callback=check_then_kill, checkpoint_path=checkpoint, checkpoint_interval=10_000)
