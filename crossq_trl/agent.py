@@ -72,6 +72,10 @@ class CrossQ:
     ``log_std_init``, ``use_expln``, ``clip_mean``) gives the actor a gSDE head. Uniform random actions
     before ``learning_starts`` get no action noise (sb3 adds it to them too).
 
+    ``collector_workers=N`` collects with N remote workers, one env each, on a Ray cluster (``ray_address``) or in
+    local processes (``collector_backend="multiprocess"``), pushing the actor's weights to them every
+    ``weight_sync_interval`` updates (:mod:`crossq_trl.distributed`); the workers count as envs for ``train_freq``.
+
     ``n_steps`` > 1 trains on n-step targets as sb3 2.x does: the replay buffer keeps one-step transitions and
     samples n-step ones (:mod:`crossq_trl.training.n_step`).
 

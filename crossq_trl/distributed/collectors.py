@@ -154,11 +154,6 @@ def make_distributed_collector(
             auto_register_policy_transforms=False,
             **common,
         )
-    return make_ray_collector(env_fns, policy, ray_address=ray_address, worker_cpus=worker_cpus, **common)
-
-
-def make_ray_collector(env_fns, policy, *, ray_address: str | None, worker_cpus: float, **kwargs) -> CrossQRayCollector:
-    """TorchRL's RayCollector (sync) with CrossQCollector workers; see :func:`make_distributed_collector`."""
     return CrossQRayCollector(
         env_fns,
         policy,
@@ -168,5 +163,5 @@ def make_ray_collector(env_fns, policy, *, ray_address: str | None, worker_cpus:
         sync=True,
         ray_init_config={"address": ray_address},
         remote_configs={"num_cpus": worker_cpus},
-        **kwargs,
+        **common,
     )
