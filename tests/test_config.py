@@ -140,6 +140,11 @@ BAD_VALUES = [
     ("log_std_init", "low"),
     ("clip_mean", -1.0),
     ("use_sde_at_warmup", True),  # without use_sde
+    ("collector_workers", -1),
+    ("collector_workers", 1.5),
+    ("collector_backend", "slurm"),
+    ("ray_address", "auto"),  # without collector_workers
+    ("weight_sync_interval", 0),
 ]
 
 
