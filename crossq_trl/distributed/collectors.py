@@ -161,7 +161,9 @@ def make_distributed_collector(
         # one env per worker: CrossQCollector's lean loop, batches of frames_per_worker steps from the start
         collector_kwargs={"random_frames_per_batch": 1, "auto_register_policy_transforms": False},
         sync=True,
-        ray_init_config={"address": ray_address},
+        # used only when no Ray session runs yet; the workers' logs (each line prefixed with a collector's multi-line
+        # repr) stay in Ray's log files, their errors reach the learner as exceptions
+        ray_init_config={"address": ray_address, "log_to_driver": False},
         remote_configs={"num_cpus": worker_cpus},
         **common,
     )
