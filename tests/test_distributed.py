@@ -16,7 +16,7 @@ import torch
 
 from crossq_trl import ActingPolicy, CrossQ, CrossQConfig, EnvStepError, make_crossq_actor
 from crossq_trl.cli import build_parser
-from crossq_trl.distributed import PolicyWeightPush, run_jobs
+from crossq_trl.distributed import PolicyWeightPush, collectors, make_distributed_collector, run_jobs
 from crossq_trl.training.checkpoint import load_checkpoint
 
 WORKERS = 2
@@ -59,6 +59,13 @@ def test_config_refuses_what_workers_cannot_do():
         CrossQConfig(collector_workers=2, collector_backend="slurm")
     args = build_parser().parse_args(["train", "--collector-workers", "3", "--ray-address", "10.0.0.1:6379"])
     assert (args.collector_workers, args.ray_address, args.collector_backend) == (3, "10.0.0.1:6379", "ray")
+
+
+def test_ray_backend_without_ray_names_the_extra(monkeypatch, observation_spec, action_spec):
+    monkeypatch.setattr(collectors, "ray_available", lambda: False)
+    policy = ActingPolicy(make_crossq_actor(observation_spec=observation_spec, action_spec=action_spec))
+    with pytest.raises(ImportError, match=r"pip install 'crossq-trl\[ray\]'"):
+        make_distributed_collector("Pendulum-v1", policy, backend="ray")
 
 
 def test_weight_push_interval_and_learner_copy(observation_spec, action_spec):
