@@ -43,13 +43,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from crossq_trl.distributed import run_jobs
 
 VARIANT_IMPLS = {"crossq_trl_crossq_wn": "crossq_wn", "crossq_trl_xqc": "xqc"}  # impl -> CrossQ(variant=...)
 IMPLS = ("crossq_trl", "sb3_contrib", *VARIANT_IMPLS)
@@ -377,8 +377,9 @@ def _code_version() -> dict[str, Any]:
     }
 
 
-def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
-    """Run one cell in this (fresh) worker process and write its JSON atomically."""
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """Run one cell in this (fresh) worker process and return its record (the suite writes it: with Ray the cell
+    may run on another machine)."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(cell.threads)
     import torch
@@ -413,10 +414,14 @@ def run_cell(cell: Cell, path: str) -> tuple[str, float, float]:
         "versions": _versions(),
         "code": code,
     }
-    tmp = Path(path).with_suffix(".json.tmp")
+    return record
+
+
+def write_record(record: dict[str, Any], path: Path) -> None:
+    """The cell's JSON, written atomically (a killed suite never leaves half a file that counts as done)."""
+    tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
-    return cell.name, record["final_return"], record["train_time_s"]
 
 
 # --- the suite ---------------------------------------------------------------------------
@@ -461,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (both implementations)")
     parser.add_argument("--out", type=Path, help="results folder (one JSON per cell)")
     parser.add_argument("--smoke", action="store_true", help="tiny step counts, to validate the pipeline")
+    parser.add_argument(
+        "--ray-address",
+        help="run the cells as Ray tasks (one per --threads CPUs free on the cluster) on this cluster: an address, "
+        "'auto' (the one `ray start` runs on this machine) or 'local' (a new local Ray); default: --workers processes",
+    )
     args = parser.parse_args(argv)
 
     protocol = PROTOCOLS[args.protocol]
@@ -483,27 +493,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failed = 0
     start = time.perf_counter()
-    # One fresh process per cell: no in-memory compile state, allocator or RNG state is shared
-    # between cells (TorchInductor's on-disk cache is, as it would be for any user).
-    pool_kwargs: dict[str, Any] = {"mp_context": get_context("spawn")}
-    if sys.version_info >= (3, 11):
-        pool_kwargs["max_tasks_per_child"] = 1
-    with ProcessPoolExecutor(max_workers=args.workers, **pool_kwargs) as pool:
-        futures = {pool.submit(run_cell, cell, str(out / f"{cell.name}.json")): cell for cell in todo}
-        for cell in todo:
-            log(f"queued {cell.name}")
-        for done, future in enumerate(as_completed(futures), 1):
-            cell = futures[future]
-            try:
-                name, final_return, train_time = future.result()
-            except Exception:
-                failed += 1
-                error = traceback.format_exc()
-                (out / f"{cell.name}.error.txt").write_text(error)
-                log(f"FAILED {cell.name} ({done}/{len(todo)}):\n{error}")
-                continue
-            (out / f"{cell.name}.error.txt").unlink(missing_ok=True)
-            log(f"done {name} ({done}/{len(todo)}): final return {final_return:.1f}, train time {train_time:.0f}s")
+    for cell in todo:
+        log(f"queued {cell.name}")
+    # One fresh process per cell (a local spawned process, or a Ray task): no in-memory compile state, allocator or
+    # RNG state is shared between cells (TorchInductor's on-disk cache is, as it would be for any user).
+    backend = "process" if args.ray_address is None else "ray"
+    address = None if args.ray_address in (None, "local") else args.ray_address
+    finished = run_jobs(
+        run_cell, todo, backend=backend, workers=args.workers, ray_address=address, cpus_per_job=args.threads
+    )
+    for done, (cell, record, error) in enumerate(finished, 1):
+        if error is not None:
+            failed += 1
+            text = "".join(traceback.format_exception(error))
+            (out / f"{cell.name}.error.txt").write_text(text)
+            log(f"FAILED {cell.name} ({done}/{len(todo)}):\n{text}")
+            continue
+        write_record(record, out / f"{cell.name}.json")
+        (out / f"{cell.name}.error.txt").unlink(missing_ok=True)
+        final, train_time = record["final_return"], record["train_time_s"]
+        log(f"done {cell.name} ({done}/{len(todo)}): final return {final:.1f}, train time {train_time:.0f}s")
     elapsed = time.perf_counter() - start
     log(f"suite finished in {elapsed / 60:.1f} min, {failed} failed cell(s)")
     return 1 if failed else 0

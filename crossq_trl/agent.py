@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
 
+from crossq_trl.distributed import PolicyWeightPush, make_distributed_collector
 from crossq_trl.exploration.additive_noise import AdditiveActionNoise
 from crossq_trl.exploration.factory import make_action_noise
 from crossq_trl.modules.acting import ActingPolicy
@@ -79,6 +81,9 @@ class CrossQ:
 
     ``variant="crossq_wn"`` (CrossQ + WN) or ``"xqc"`` (XQC) sets the hyperparameters of the authors' configs for
     every argument left at its default (:mod:`crossq_trl.training.variants` lists them with their sources).
+    ``collector_workers=N`` collects with N remote workers, one env each, on a Ray cluster (``ray_address``) or in
+    local processes (``collector_backend="multiprocess"``), pushing the actor's weights to them every
+    ``weight_sync_interval`` updates (:mod:`crossq_trl.distributed`); the workers count as envs for ``train_freq``.
 
     ``n_steps`` > 1 trains on n-step targets as sb3 2.x does: the replay buffer keeps one-step transitions and
     samples n-step ones (:mod:`crossq_trl.training.n_step`).
@@ -199,7 +204,7 @@ class CrossQ:
         if self._specs is None:
             raise ValueError("An env (or the specs saved in a model file) is needed to build the networks.")
         cfg = self.config
-        n_envs = cfg.n_envs if self.env is None else self.env.batch_size.numel()
+        n_envs = self._envs_per_step()
         batch_renorm = BatchRenormConfig(
             momentum=cfg.batch_norm_momentum, eps=cfg.batch_norm_eps, warmup_steps=cfg.renorm_warmup_steps
         )
@@ -273,6 +278,34 @@ class CrossQ:
             priority_key=self.loss_module.tensor_keys.priority,
         )
 
+    def _envs_per_step(self) -> int:
+        """Envs stepped per collected time step: the remote workers, the (parallel) train env, or ``n_envs``."""
+        if self.config.collector_workers > 0:
+            return self.config.collector_workers
+        return self.config.n_envs if self.env is None else self.env.batch_size.numel()
+
+    def _make_distributed_collector(self, frames_per_batch: int, total_frames: int, init_random_frames: int):
+        """Remote workers, one env each (:mod:`crossq_trl.distributed`), acting with an eager copy of the actor."""
+        cfg = self.config
+        if not isinstance(self.env_source, str):
+            raise ValueError("collector_workers > 0 needs the env given by id: each worker builds its own env.")
+        # The workers get a pickled policy: eager (compiled functions do not pickle) and on the CPU. On a CPU
+        # learner it shares the actor's tensors; a GPU learner's weights are copied into it before each push.
+        actor = self.actor if self.device.type == "cpu" else copy.deepcopy(self.actor).cpu()
+        self.worker_policy = ActingPolicy(actor)
+        seed = None if cfg.seed is None else cfg.seed + self.num_timesteps  # a resumed run meets new episodes
+        return make_distributed_collector(
+            self.env_source,
+            self.worker_policy,
+            backend=cfg.collector_backend,
+            num_workers=cfg.collector_workers,
+            frames_per_worker=frames_per_batch // cfg.collector_workers,
+            total_frames=total_frames,
+            init_random_frames=init_random_frames,
+            seed=seed,
+            ray_address=cfg.ray_address,
+        )
+
     def _make_logger(self) -> Logger | None:
         spec = self._logger_spec
         if spec is None or isinstance(spec, Logger):
@@ -297,26 +330,29 @@ class CrossQ:
         if self.env is None:
             raise ValueError("No env: pass one to CrossQ(...) / CrossQ.load(..., env=...) or call set_env().")
         cfg = self.config
-        n_envs = self.env.batch_size.numel()
+        n_envs = self._envs_per_step()
         frequency, unit = cfg.train_freq
         frames_per_batch = n_envs * (frequency if unit == "step" else 1)
         remaining = -(-total_timesteps // frames_per_batch) * frames_per_batch
         random_frames = max(0, cfg.learning_starts - self.num_timesteps)
         random_frames = -(-random_frames // frames_per_batch) * frames_per_batch
-        self.collector = CrossQCollector(
-            self.env,
-            self.exploration_policy,
-            frames_per_batch=frames_per_batch,
-            total_frames=remaining,
-            init_random_frames=random_frames,
-            exploration_type=ExplorationType.RANDOM,
-            device=self.device,
-            storing_device="cpu",
-            auto_register_policy_transforms=False,
-            # a callback sees every step, as in sb3; without one the random phase runs in chunks
-            random_frames_per_batch=1 if callback is not None else RANDOM_PHASE_CHUNK,
-            random_warmup=not cfg.use_sde_at_warmup,
-        )
+        if cfg.collector_workers > 0:
+            self.collector = self._make_distributed_collector(frames_per_batch, remaining, random_frames)
+        else:
+            self.collector = CrossQCollector(
+                self.env,
+                self.exploration_policy,
+                frames_per_batch=frames_per_batch,
+                total_frames=remaining,
+                init_random_frames=random_frames,
+                exploration_type=ExplorationType.RANDOM,
+                device=self.device,
+                storing_device="cpu",
+                auto_register_policy_transforms=False,
+                # a callback sees every step, as in sb3; without one the random phase runs in chunks
+                random_frames_per_batch=1 if callback is not None else RANDOM_PHASE_CHUNK,
+                random_warmup=not cfg.use_sde_at_warmup,
+            )
         eval_env = None
         if cfg.eval_freq > 0:
             source = self._eval_env_source if self._eval_env_source is not None else self.env_source
@@ -356,6 +392,10 @@ class CrossQ:
             trainer.register_module("action_noise", self.action_noise)
         if self.loss_module.reward_normalizer is not None:  # its statistics follow the collected rewards
             trainer.register_op("batch_process", self.loss_module.reward_normalizer.observe)
+        if cfg.collector_workers > 0:
+            source = None if self.worker_policy.net is self.actor.module[0].module else self.acting_policy
+            self.weight_push = PolicyWeightPush(self.collector, cfg.weight_sync_interval, source=source)
+            self.weight_push.register(trainer)
         trainer.collected_frames = self.num_timesteps
         if previous is not None and self.num_timesteps > 0:  # continuing: keep the episode window, like sb3
             trainer.episodes.load_state_dict(previous.episodes.state_dict())
@@ -565,6 +605,8 @@ class CrossQ:
         trainer.load_training_state(data)
         if remaining > 0:
             model._train(trainer)
+        elif model.config.collector_workers > 0:
+            trainer.collector.shutdown()  # nothing left to collect: release the remote workers
         return model
 
     def save_replay_buffer(self, path: str | os.PathLike) -> Path:

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         notes = "".join(f"\n{note}" for note in getattr(err, "__notes__", []))
         print(f"crossq-trl: error: {err}{notes}", file=sys.stderr, flush=True)
         raise SystemExit(1) from err
-    except (ValueError, FileNotFoundError, NotImplementedError) as err:
+    except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as err:  # ImportError: a missing extra
         print(f"crossq-trl: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
 

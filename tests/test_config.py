@@ -148,6 +148,11 @@ BAD_VALUES = [
     ("categorical_support", (-5.0, 5.0, 1)),
     ("target_entropy", "auto_x"),
     ("learning_rate", "lin_3e-4_3e-5_0"),
+    ("collector_workers", -1),
+    ("collector_workers", 1.5),
+    ("collector_backend", "slurm"),
+    ("ray_address", "auto"),  # without collector_workers
+    ("weight_sync_interval", 0),
 ]
 
 

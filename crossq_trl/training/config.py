@@ -64,6 +64,11 @@ class CrossQConfig:
     Replay: ``optimize_memory_usage`` stores each observation once (sb3's option); ``prioritized_replay``
     samples with TorchRL's prioritized sampler (``prioritized_replay_alpha``, ``prioritized_replay_beta``: the
     priority and importance-sampling exponents of Schaul et al. 2016) and weighs the critic loss.
+    Distributed collection (:mod:`crossq_trl.distributed`): ``collector_workers`` > 0 steps that many envs in
+    remote workers, one env each, on a Ray cluster (``collector_backend="ray"``, ``ray_address``; None: a local Ray)
+    or in local processes (``"multiprocess"``), the learner staying here; the workers count as envs for
+    ``train_freq`` and ``gradient_steps`` (each batch: ``train_freq`` steps of every worker), and get the actor's
+    weights every ``weight_sync_interval`` updates.
     """
 
     learning_rate: float | str | Callable[[float], float] = 1e-3
@@ -115,6 +120,10 @@ class CrossQConfig:
     critic_loss: str = "mse"
     categorical_support: tuple[float, float, int] = (-5.0, 5.0, 101)
     reward_normalization: bool = False
+    collector_workers: int = 0
+    collector_backend: str = "ray"
+    ray_address: str | None = None
+    weight_sync_interval: int = 1
 
     def __post_init__(self) -> None:
         self._apply_variant()
@@ -144,6 +153,7 @@ class CrossQConfig:
         self._check_exploration()
         for name in ("prioritized_replay_alpha", "prioritized_replay_beta"):
             _check(name, getattr(self, name), "a float >= 0", lambda v: _is_number(v) and v >= 0)
+        self._check_distributed()
         self.learning_rate_at(1.0)
         self.entropy_coefficient()
         self.target_entropy_scale()
@@ -199,6 +209,32 @@ class CrossQConfig:
         if unused:
             names = ", ".join(f"CrossQConfig.{name}" for name in unused)
             raise ValueError(f"{names} only apply with use_sde=True: set it, or leave them at their defaults.")
+
+    def _check_distributed(self) -> None:
+        _check(
+            "collector_workers",
+            self.collector_workers,
+            "an integer >= 0 (0: collect here)",
+            lambda v: _is_int(v) and v >= 0,
+        )
+        _check("weight_sync_interval", self.weight_sync_interval, "an integer >= 1", lambda v: _is_int(v) and v >= 1)
+        _check(
+            "collector_backend",
+            self.collector_backend,
+            "'ray' or 'multiprocess'",
+            lambda v: v in ("ray", "multiprocess"),
+        )
+        if self.ray_address is not None and (self.collector_workers == 0 or self.collector_backend != "ray"):
+            raise ValueError("CrossQConfig.ray_address needs collector_workers >= 1 and collector_backend='ray'.")
+        if self.collector_workers == 0:
+            return
+        used = {"n_envs > 1": self.n_envs > 1, "action_noise": self.action_noise is not None, "use_sde": self.use_sde}
+        if any(used.values()):
+            names = ", ".join(name for name, on in used.items() if on)
+            raise ValueError(
+                f"CrossQConfig.collector_workers > 0 does not support {names} yet: each worker steps one env with the "
+                "actor's own Gaussian noise. Use more collector_workers instead of n_envs, or collector_workers=0."
+            )
 
     @staticmethod
     def _parse_train_freq(train_freq) -> tuple[int, str]:

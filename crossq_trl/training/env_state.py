@@ -16,8 +16,8 @@ from crossq_trl.training.lean_gym_env import LeanGymEnv
 _MUJOCO_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
-def _base_env(collector: Collector) -> EnvBase:
-    env = collector.env
+def _base_env(collector: Collector) -> EnvBase | None:
+    env = getattr(collector, "env", None)  # None: the envs live in remote workers
     return env.base_env if isinstance(env, TransformedEnv) else env
 
 
@@ -39,8 +39,8 @@ def snapshot_env(collector: Collector) -> dict[str, Any] | None:
     """The collector's current step (its carrier tensordict) and the env's internal state.
 
     Works for a single gymnasium env: MuJoCo envs through MuJoCo's full integration
-    state, others by pickling. Returns None for batched/parallel envs (they restart
-    their episodes on resume).
+    state, others by pickling. Returns None for batched/parallel envs and remote
+    collector workers (they restart their episodes on resume).
     """
     env = _gym_env(collector)
     if env is None:
