@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictSequential
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
 
 from crossq_trl.modules.ensemble_linear import EnsembleLinear
+from crossq_trl.modules.features import FEATURES_KEY, ObservationFeatures
 from crossq_trl.modules.mlp import BatchRenormConfig, concat_features, crossq_body
 from crossq_trl.modules.specs import feature_dim, resolve_specs
 
@@ -55,22 +56,39 @@ def make_crossq_critic(
     activation: type[nn.Module] = nn.ReLU,
     batch_norm: bool = True,
     batch_renorm: BatchRenormConfig = BatchRenormConfig(),
+    features_extractor: nn.Module | None = None,
+    share_features_extractor: bool = False,
     device: torch.device | str | None = None,
-) -> TensorDictModule:
+) -> TensorDictModule | TensorDictSequential:
     """Build the CrossQ critic ensemble as a ``TensorDictModule``.
 
     Reads ``in_keys`` and the action, writes ``out_key`` of shape ``[*batch, n_critics]``.
+
+    With a ``features_extractor`` the ensemble reads its features (with the action) instead of the concatenated
+    ``in_keys``: a ``TensorDictSequential(ObservationFeatures(extractor, in_keys), ensemble)``, whose joint
+    ``[s, s']`` pass in :class:`~crossq_trl.CrossQLoss` runs the extractor on the joint batch too. An extractor
+    of its own is trained by the critic loss. ``share_features_extractor=True`` says the extractor is the
+    actor's: as in sb3, the critic then reads its features without gradient (the actor loss alone trains it)
+    and :func:`~crossq_trl.make_crossq_optimizers` leaves it to the actor's optimizer.
     """
     observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
     if action_key is None:
         action_key = env.action_key if env is not None else "action"
     in_keys = list(in_keys)
+    if share_features_extractor and features_extractor is None:
+        raise ValueError("share_features_extractor=True needs the actor's features_extractor.")
+    features = None
+    if features_extractor is not None:
+        features = ObservationFeatures(features_extractor.to(device), in_keys, detach=share_features_extractor)
+    in_features = feature_dim(observation_spec, in_keys) if features is None else features.features_dim
     net = EnsembleQNet(
-        feature_dim(observation_spec, in_keys) + action_spec.shape[-1],
+        in_features + action_spec.shape[-1],
         net_arch,
         n_critics,
         activation=activation,
         batch_norm=batch_norm,
         batch_renorm=batch_renorm,
     ).to(device)
-    return TensorDictModule(net, in_keys=[*in_keys, action_key], out_keys=[out_key])
+    if features is None:
+        return TensorDictModule(net, in_keys=[*in_keys, action_key], out_keys=[out_key])
+    return TensorDictSequential(features, TensorDictModule(net, in_keys=[FEATURES_KEY, action_key], out_keys=[out_key]))

@@ -50,6 +50,12 @@ class CrossQConfig:
     ``use_sde`` selects the gSDE actor (``log_std_init``, ``use_expln``, ``clip_mean`` are its
     ``policy_kwargs`` in sb3), ``sde_sample_freq`` its resampling period (-1: each rollout only),
     ``use_sde_at_warmup`` acts with it instead of uniform random actions before ``learning_starts``.
+
+    Features extractor (sb3's ``policy_kwargs``): ``features_extractor_class`` (None: the observation vector as
+    it is, or for a Dict observation :class:`~crossq_trl.modules.features.FlattenExtractor`) is built as
+    ``cls(observation_spec, **features_extractor_kwargs)``; ``share_features_extractor`` gives the critic the
+    actor's extractor (trained by the actor loss only, as in sb3) instead of one of its own. ``normalize_images``
+    is accepted and passed to the default extractor, which does not treat images apart.
     """
 
     learning_rate: float | str | Callable[[float], float] = 1e-3
@@ -80,6 +86,10 @@ class CrossQConfig:
     n_critics: int = 2
     optimizer_class: str | type[torch.optim.Optimizer] = "adam"
     optimizer_kwargs: dict[str, Any] | None = None
+    features_extractor_class: type[nn.Module] | None = None
+    features_extractor_kwargs: dict[str, Any] | None = None
+    share_features_extractor: bool = False
+    normalize_images: bool = True
     seed: int | None = None
     device: str = "auto"
     compile: bool = True
@@ -89,6 +99,7 @@ class CrossQConfig:
     replay_buffer_dir: str | None = None
     eval_freq: int = 0
     n_eval_episodes: int = 10
+    her_kwargs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.train_freq = self._parse_train_freq(self.train_freq)
@@ -120,7 +131,19 @@ class CrossQConfig:
         if self.target_entropy != "auto":
             _check("target_entropy", self.target_entropy, "'auto' or a float", _is_number)
         self.actor_arch(), self.critic_arch(), self.activation(), self.optimizer()
+        self._check_features_extractor()
+        _check("her_kwargs", self.her_kwargs, "None (no HER) or a dict", lambda v: v is None or isinstance(v, dict))
         self.torch_device()
+
+    def _check_features_extractor(self) -> None:
+        _check(
+            "features_extractor_class",
+            self.features_extractor_class,
+            "None or an nn.Module class built as cls(observation_spec, **features_extractor_kwargs)",
+            lambda v: v is None or (isinstance(v, type) and issubclass(v, nn.Module)),
+        )
+        kwargs = self.features_extractor_kwargs
+        _check("features_extractor_kwargs", kwargs, "None or a dict", lambda v: v is None or isinstance(v, dict))
 
     def _check_exploration(self) -> None:
         _check("action_noise", self.action_noise, NOISE_FORMS, is_action_noise_option)

@@ -121,9 +121,12 @@ def make_replay_buffer(
     n_steps: int = 1,
     gamma: float = 0.99,
     n_envs: int = 1,
+    buffer_class: type[CrossQReplayBuffer] = CrossQReplayBuffer,
+    **buffer_kwargs,
 ) -> CrossQReplayBuffer:
     """A :class:`CrossQReplayBuffer` of ``buffer_size`` transitions sampling ``batch_size`` (n-step ones with
-    ``n_steps > 1``, discounted by ``gamma``, from ``n_envs`` envs written time-major).
+    ``n_steps > 1``, discounted by ``gamma``, from ``n_envs`` envs written time-major). ``buffer_class`` is a
+    subclass to build instead (e.g. :class:`~crossq_trl.replay.her.HerReplayBuffer`), with ``buffer_kwargs``.
 
     ``storage="memmap"`` keeps the transitions in memory-mapped files under
     ``scratch_dir`` (a fresh temp dir when None), for 1M-transition buffers that
@@ -135,8 +138,14 @@ def make_replay_buffer(
         backend = LazyMemmapStorage(buffer_size, scratch_dir=scratch_dir or tempfile.mkdtemp(prefix="crossq_rb_"))
     else:
         raise ValueError(f"storage must be 'memory' or 'memmap', got {storage!r}.")
-    return CrossQReplayBuffer(
-        storage=backend, sampler=RandomSampler(), batch_size=batch_size, n_steps=n_steps, gamma=gamma, n_envs=n_envs
+    return buffer_class(
+        storage=backend,
+        sampler=RandomSampler(),
+        batch_size=batch_size,
+        n_steps=n_steps,
+        gamma=gamma,
+        n_envs=n_envs,
+        **buffer_kwargs,
     )
 
 
