@@ -151,6 +151,7 @@ def test_a_shared_extractor_is_trained_by_the_actor_loss_only():
     loss = make_loss(shared=True)
     extractor = loss.actor_network.module[0][0].extractor
     assert loss.qvalue_network[0].extractor is extractor
+    assert not any("extractor" in name for name in loss.qvalue_network.state_dict())  # the actor's module
     assert extractor_grads(loss, "critic") == {"actor": False, "critic": False}
     assert extractor_grads(loss, "actor") == {"actor": True, "critic": True}  # the same module
     optimizers = make_crossq_optimizers(loss)

@@ -68,8 +68,9 @@ def make_crossq_critic(
     ``in_keys``: a ``TensorDictSequential(ObservationFeatures(extractor, in_keys), ensemble)``, whose joint
     ``[s, s']`` pass in :class:`~crossq_trl.CrossQLoss` runs the extractor on the joint batch too. An extractor
     of its own is trained by the critic loss. ``share_features_extractor=True`` says the extractor is the
-    actor's: as in sb3, the critic then reads its features without gradient (the actor loss alone trains it)
-    and :func:`~crossq_trl.make_crossq_optimizers` leaves it to the actor's optimizer.
+    actor's: as in sb3, the critic then reads its features without gradient (the actor loss alone trains it), and
+    the extractor stays the actor's module (not a submodule of the critic: the critic's optimizer and ``state_dict``
+    leave it out).
     """
     observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
     if action_key is None:
@@ -79,7 +80,7 @@ def make_crossq_critic(
         raise ValueError("share_features_extractor=True needs the actor's features_extractor.")
     features = None
     if features_extractor is not None:
-        features = ObservationFeatures(features_extractor.to(device), in_keys, detach=share_features_extractor)
+        features = ObservationFeatures(features_extractor.to(device), in_keys, shared=share_features_extractor)
     in_features = feature_dim(observation_spec, in_keys) if features is None else features.features_dim
     net = EnsembleQNet(
         in_features + action_spec.shape[-1],

@@ -81,18 +81,23 @@ def make_features_extractor(
 class ObservationFeatures(TensorDictModuleBase):
     """A features extractor as a TensorDict module: reads ``in_keys``, writes ``out_key``.
 
-    With ``detach=True`` the features carry no gradient back to the extractor: the critic's view of an extractor
-    it shares with the actor, which only the actor loss trains (sb3's ``share_features_extractor=True``).
+    With ``shared=True`` the extractor belongs to another network (the actor's, sb3's
+    ``share_features_extractor=True``): it is used here but not registered as a submodule, so its parameters,
+    state and mode stay the owner's alone (one optimizer, one copy in a ``state_dict``, no tied weights for
+    ``torch.func`` to untie), and the features carry no gradient back to it: only the owner's loss trains it.
     """
 
     def __init__(
-        self, extractor: nn.Module, in_keys: Sequence[NestedKey], out_key: NestedKey = FEATURES_KEY, detach=False
+        self, extractor: nn.Module, in_keys: Sequence[NestedKey], out_key: NestedKey = FEATURES_KEY, shared=False
     ) -> None:
         super().__init__()
-        self.extractor = extractor
+        if shared:  # a plain attribute, which nn.Module does not register
+            object.__setattr__(self, "extractor", extractor)
+        else:
+            self.extractor = extractor
         self.in_keys = list(in_keys)
         self.out_keys = [out_key]
-        self.detach = detach
+        self.shared = shared
 
     @property
     def features_dim(self) -> int:
@@ -102,7 +107,7 @@ class ObservationFeatures(TensorDictModuleBase):
         """Features of the entries, given in ``in_keys`` order (a tensor for one entry, a dict for several)."""
         inputs = observations[0] if len(observations) == 1 else dict(zip(self.in_keys, observations, strict=True))
         features = self.extractor(inputs)
-        return features.detach() if self.detach else features
+        return features.detach() if self.shared else features
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         tensordict.set(self.out_keys[0], self.extract([tensordict.get(key) for key in self.in_keys]))

@@ -55,18 +55,13 @@ def make_crossq_optimizers(
 ) -> CrossQOptimizers:
     """The CrossQ optimizers: actor and critic with ``optimizer_class`` (Adam with
     ``betas=(0.5, 0.999)`` unless ``optimizer_kwargs`` says otherwise), the temperature
-    with a default Adam, all at ``learning_rate``. Parameters the critic shares with the actor (a shared features
-    extractor) are stepped by the actor's optimizer only. Adam and AdamW use the fused kernel when
+    with a default Adam, all at ``learning_rate``. Adam and AdamW use the fused kernel when
     stepped eagerly; :class:`CrossQUpdate` runs their arithmetic inside its compiled step."""
     kwargs = dict(optimizer_kwargs or {})
     if optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
         kwargs.setdefault("betas", (0.5, 0.999))
         kwargs.setdefault("fused", True)
-    # A features extractor the critic shares with the actor is the actor optimizer's alone (sb3's rule): the
-    # critic reads it without gradient (make_crossq_critic(share_features_extractor=True)).
-    actor_parameters = {id(p) for p in loss.actor_network.parameters()}
-    critic_parameters = [p for p in loss.qvalue_network.parameters() if id(p) not in actor_parameters]
-    critic = optimizer_class(critic_parameters, lr=learning_rate, **kwargs)
+    critic = optimizer_class(loss.qvalue_network.parameters(), lr=learning_rate, **kwargs)
     actor = optimizer_class(loss.actor_network.parameters(), lr=learning_rate, **kwargs)
     alpha = None
     if isinstance(loss.log_alpha, torch.nn.Parameter):
