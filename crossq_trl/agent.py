@@ -82,6 +82,12 @@ class CrossQ:
     ``n_steps`` > 1 trains on n-step targets as sb3 2.x does: the replay buffer keeps one-step transitions and
     samples n-step ones (:mod:`crossq_trl.training.n_step`).
 
+    Dict observations keep their entries as separate keys, read through a features extractor (``policy_kwargs``
+    ``features_extractor_class`` / ``features_extractor_kwargs`` / ``share_features_extractor``, default
+    :class:`~crossq_trl.modules.features.FlattenExtractor`). ``replay_buffer_class=HerReplayBuffer`` (or ``"her"``,
+    or sb3's class) with ``replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future")`` relabels
+    goals as sb3's HER does, on a goal env (:mod:`crossq_trl.replay.her`).
+
     Example:
         >>> model = CrossQ("MlpPolicy", "Pendulum-v1", policy_delay=2, verbose=1)
         >>> model.learn(total_timesteps=20_000)
