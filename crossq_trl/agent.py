@@ -477,9 +477,10 @@ class CrossQ:
             value = torch.as_tensor(np.asarray(observation[key]), dtype=torch.float32, device=self.device)
             batch = tuple(value.shape[: value.dim() - len(shape)])
             if tuple(value.shape[len(batch) :]) != shape or len(batch) > 1 or batch_size not in (None, batch):
+                entry = f" for {key!r} (the same n for every entry)" if len(keys) > 1 else ""
                 raise ValueError(
-                    f"predict expects observation {key!r} of shape {shape} or [n, {', '.join(map(str, shape))}] "
-                    f"(the same n for every entry), got {tuple(value.shape)}."
+                    f"predict expects an observation of shape {shape} or [n, {', '.join(map(str, shape))}]{entry}, "
+                    f"got {tuple(value.shape)}."
                 )
             entries[key], batch_size = value, batch
         return TensorDict(entries, batch_size=batch_size, device=self.device)
