@@ -26,7 +26,7 @@ from crossq_trl.modules.features import FlattenExtractor, make_features_extracto
 from crossq_trl.modules.mlp import BatchRenormConfig
 from crossq_trl.modules.specs import observation_keys
 from crossq_trl.objectives.crossq_loss import CrossQLoss
-from crossq_trl.replay.her import HerReplayBuffer
+from crossq_trl.replay.her import HerReplayBuffer, goal_strategy_name
 from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crossq_trl.training.collector import CrossQCollector
 from crossq_trl.training.config import CrossQConfig
@@ -636,7 +636,6 @@ def _her_kwargs(replay_buffer_kwargs: dict[str, Any]) -> dict[str, Any]:
     options = {key: replay_buffer_kwargs.pop(key) for key in HER_KWARGS if key in replay_buffer_kwargs}
     if options.pop("copy_info_dict", False):
         raise NotImplementedError("copy_info_dict=True: infos are not stored (compute_reward gets empty ones).")
-    strategy = options.get("goal_selection_strategy")
-    if strategy is not None and not isinstance(strategy, str):  # sb3's GoalSelectionStrategy enum
-        options["goal_selection_strategy"] = str(getattr(strategy, "name", strategy)).lower()
+    if "goal_selection_strategy" in options:  # a name, also for sb3's enum: the config holds plain data
+        options["goal_selection_strategy"] = goal_strategy_name(options["goal_selection_strategy"])
     return options

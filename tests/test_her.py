@@ -170,6 +170,7 @@ def test_her_learns_a_sparse_goal_env_that_plain_replay_does_not():
             **kwargs,
         )
         rates[her] = success_rate(model.learn(STEPS))
+    print(rates)
     assert rates[True] >= 0.3 and rates[False] <= 0.1, rates
 
 

@@ -36,6 +36,11 @@ GOAL_SELECTION_STRATEGIES = ("future", "final", "episode")
 ComputeReward = Callable[[np.ndarray, np.ndarray, Any], Any]
 
 
+def goal_strategy_name(strategy: Any) -> str:
+    """``"future"``, ``"final"`` or ``"episode"`` from a name or from sb3's ``GoalSelectionStrategy`` enum."""
+    return str(getattr(strategy, "name", strategy)).lower()
+
+
 def hindsight_goal_slots(
     done: Tensor,
     index: Tensor,
@@ -119,8 +124,7 @@ class HerReplayBuffer(CrossQReplayBuffer):
             raise ValueError(f"HER relabels one-step transitions: use n_steps=1 with it (got {self.n_steps}).")
         if not isinstance(n_sampled_goal, int) or isinstance(n_sampled_goal, bool) or n_sampled_goal < 0:
             raise ValueError(f"n_sampled_goal must be an integer >= 0, got {n_sampled_goal!r}.")
-        strategy = getattr(goal_selection_strategy, "name", goal_selection_strategy)  # sb3's enum works too
-        strategy = str(strategy).lower()
+        strategy = goal_strategy_name(goal_selection_strategy)
         if strategy not in GOAL_SELECTION_STRATEGIES:
             raise ValueError(
                 f"goal_selection_strategy must be one of {GOAL_SELECTION_STRATEGIES}, got {goal_selection_strategy!r}."
