@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "her"
 SUMMARY = ROOT / "results" / "her.md"
 SEEDS = (0, 1, 2)
-STEPS, EVAL_EVERY, EVAL_EPISODES = 2000, 250, 50
+STEPS, EVAL_EVERY, EVAL_EPISODES = 1000, 250, 50
 # the settings of tests/test_her.py's learning check
 COMMON = {"learning_starts": 100, "net_arch": [64, 64], "policy_delay": 1, "gamma": 0.95, "compile": False}
 OPTIONS: dict[str, dict[str, Any]] = {

@@ -170,7 +170,11 @@ def success_rate(model: CrossQ, episodes: int = 50) -> float:
 
 @pytest.mark.slow
 def test_her_learns_a_sparse_goal_env_that_plain_replay_does_not():
-    """Calibration in benchmarks/results/her.md."""
+    """400 env steps (300 updates) of PointGoalEnv, where a random policy succeeds in about 2% of the episodes.
+
+    Calibration (these settings, 50 other evaluation episodes): HER seeds 0 / 1 / 2 succeed in 52% / 36% / 50% of
+    them, plain replay seeds 0 / 1 in 4% / 0%; HER 86% at 1000 steps (seed 0). Longer runs in
+    benchmarks/results/her.md."""
     rates = {}
     for her in (True, False):
         kwargs = {"replay_buffer_class": HerReplayBuffer} if her else {}
