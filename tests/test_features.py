@@ -11,6 +11,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from crossq_trl import (
     ActingPolicy,
@@ -171,8 +172,6 @@ def test_acting_policy_reads_the_features():
     loss = make_loss(shared=False)
     policy = ActingPolicy(loss.actor_network)
     data = batch(4).exclude("next", "action")
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
-
     with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
         want = loss.actor_network(data.clone())["action"]
         torch.testing.assert_close(policy(data.clone())["action"], want)
