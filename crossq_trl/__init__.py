@@ -19,7 +19,9 @@ from crossq_trl.modules import (
     reset_noise,
     training_mode,
 )
+from crossq_trl.modules.features import FlattenExtractor, ObservationFeatures
 from crossq_trl.objectives import CrossQLoss
+from crossq_trl.replay.her import HerReplayBuffer
 from crossq_trl.training import (
     CheckpointError,
     CheckpointSaveError,
@@ -51,9 +53,12 @@ __all__ = [
     "CrossQUpdate",
     "EnsembleQNet",
     "EnvStepError",
+    "FlattenExtractor",
     "GSDERolloutReset",
     "GaussianActionNoise",
+    "HerReplayBuffer",
     "NonFiniteError",
+    "ObservationFeatures",
     "OrnsteinUhlenbeckActionNoise",
     "SB3ActionNoise",
     "TrainingInterrupted",

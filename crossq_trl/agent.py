@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
+from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
@@ -24,15 +25,18 @@ from crossq_trl.exploration.factory import make_action_noise
 from crossq_trl.modules.acting import ActingPolicy
 from crossq_trl.modules.actor import make_crossq_actor
 from crossq_trl.modules.critic import make_crossq_critic
+from crossq_trl.modules.features import FlattenExtractor, make_features_extractor
 from crossq_trl.modules.mlp import BatchRenormConfig
+from crossq_trl.modules.specs import observation_keys
 from crossq_trl.objectives.crossq_loss import CrossQLoss
 from crossq_trl.objectives.return_normalizer import ReturnNormalizer
 from crossq_trl.replay import TensorPrioritizedSampler, build_replay_buffer
+from crossq_trl.replay.her import HerReplayBuffer, goal_strategy_name
 from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crossq_trl.training.collector import CrossQCollector
 from crossq_trl.training.config import CrossQConfig
 from crossq_trl.training.env_state import snapshot_env
-from crossq_trl.training.envs import EnvLike, make_env
+from crossq_trl.training.envs import EnvLike, goal_compute_reward, make_env
 from crossq_trl.training.replay_buffer import load_replay_buffer_state, replay_buffer_state
 from crossq_trl.training.trainer import CrossQTrainer
 from crossq_trl.training.update import CrossQUpdate, make_crossq_optimizers
@@ -55,7 +59,12 @@ POLICY_KWARGS = (
     "pre_activation_norm",
     "weight_norm",
     "weight_norm_head",
+    "features_extractor_class",
+    "features_extractor_kwargs",
+    "share_features_extractor",
+    "normalize_images",
 )
+HER_KWARGS = ("n_sampled_goal", "goal_selection_strategy", "copy_info_dict")
 
 
 class CrossQ:
@@ -94,6 +103,11 @@ class CrossQ:
     With a prioritized sampler the critic loss is weighted by the importance weights and each update writes the
     new priorities back. ``optimize_memory_usage=True`` stores each observation once. ``replay_buffer_kwargs``
     ``storage`` (``"memory"`` / ``"memmap"``) and ``scratch_dir`` choose where the transitions live.
+    Dict observations keep their entries as separate keys, read through a features extractor (``policy_kwargs``
+    ``features_extractor_class`` / ``features_extractor_kwargs`` / ``share_features_extractor``, default
+    :class:`~crossq_trl.modules.features.FlattenExtractor`). ``replay_buffer_class=HerReplayBuffer`` (or ``"her"``,
+    or sb3's class) with ``replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future")`` relabels
+    goals as sb3's HER does, on a goal env (:mod:`crossq_trl.replay.her`).
 
     Example:
         >>> model = CrossQ("MlpPolicy", "Pendulum-v1", policy_delay=2, verbose=1)
@@ -137,13 +151,16 @@ class CrossQ:
         log_dir: str | None = None,
         **config_kwargs: Any,
     ) -> None:
-        if policy not in ("MlpPolicy", "CrossQPolicy"):
-            raise ValueError(f"Only 'MlpPolicy' is available (no CnnPolicy), got {policy!r}.")
+        if policy not in ("MlpPolicy", "CrossQPolicy", "MultiInputPolicy"):
+            raise ValueError(f"Only 'MlpPolicy' / 'MultiInputPolicy' are available (no CnnPolicy), got {policy!r}.")
+        replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
+        if _is_her(replay_buffer_class):
+            config_kwargs["her_kwargs"] = _her_kwargs(replay_buffer_kwargs)
+            replay_buffer_class, replay_buffer_kwargs = None, {}
         policy_kwargs = dict(policy_kwargs or {})
         unknown = set(policy_kwargs) - set(POLICY_KWARGS)
         if unknown:
             raise ValueError(f"Unsupported policy_kwargs {sorted(unknown)}; supported: {list(POLICY_KWARGS)}.")
-        replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
         if "storage" in replay_buffer_kwargs:
             config_kwargs["replay_buffer_storage"] = replay_buffer_kwargs.pop("storage")
         if "scratch_dir" in replay_buffer_kwargs:
@@ -184,6 +201,7 @@ class CrossQ:
         self._env_snapshot: dict[str, Any] | None = None
         if seed is not None:
             self.set_random_seed(seed)
+        self._compute_reward = None
         self.env = None if env is None else self._make_train_env(env, seed)
         self._specs = None if self.env is None else self._env_specs(self.env)
         if _init_setup_model:
@@ -194,6 +212,8 @@ class CrossQ:
     def _make_train_env(self, env: EnvLike, seed: int | None) -> EnvBase:
         """The training env; it marks episode starts (``is_init``) for the action noise to restart on."""
         mark = self.config.action_noise is not None
+        if self.config.her_kwargs is not None:  # HER relabels with the goal env's reward function
+            self._compute_reward = goal_compute_reward(env)
         return make_env(env, n_envs=self.config.n_envs, seed=seed, device=self.device, mark_episode_start=mark)
 
     @staticmethod
@@ -217,6 +237,12 @@ class CrossQ:
         sde = {"log_std_init": cfg.log_std_init, "use_expln": cfg.use_expln, "clip_mean": cfg.clip_mean}
         sde = {"use_sde": True, "sde_sample_freq": cfg.sde_sample_freq, **sde} if cfg.use_sde else {}
         self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network, **head, **sde)
+        keys = observation_keys(self._specs["observation"])
+        specs["in_keys"] = keys
+        actor_features, critic_features = self._features_extractors(keys)
+        self.actor = make_crossq_actor(
+            **specs, net_arch=cfg.actor_arch(), features_extractor=actor_features, device=self.device, **network, **sde
+        )
         self.acting_policy = ActingPolicy(self.actor, compile=cfg.compile)
         self.action_noise, self.exploration_policy = None, self.acting_policy
         if cfg.action_noise is not None:
@@ -233,6 +259,8 @@ class CrossQ:
             categorical=cfg.support() if categorical else None,
             **network,
             **head,
+            features_extractor=critic_features,
+            share_features_extractor=critic_features is not None and cfg.share_features_extractor,
         )
         alpha_init, fixed_alpha = cfg.entropy_coefficient()
         scale = cfg.target_entropy_scale()
@@ -264,6 +292,8 @@ class CrossQ:
                 raise ValueError("Pass either prioritized_replay=True or replay_buffer_class, not both.")
             replay_buffer_class = TensorPrioritizedSampler
             replay_buffer_kwargs = {"alpha": cfg.prioritized_replay_alpha, "beta": cfg.prioritized_replay_beta}
+        if cfg.her_kwargs is not None:
+            replay_buffer_class, replay_buffer_kwargs = HerReplayBuffer, self._her_options(keys)
         self.replay_buffer = build_replay_buffer(
             replay_buffer_class,
             replay_buffer_kwargs,
@@ -305,6 +335,33 @@ class CrossQ:
             seed=seed,
             ray_address=cfg.ray_address,
         )
+
+    def _features_extractors(self, keys: list) -> tuple[nn.Module | None, nn.Module | None]:
+        """The actor's and the critic's features extractors (the same one with ``share_features_extractor``);
+        none for a vector observation without ``features_extractor_class``, :class:`FlattenExtractor` for a Dict."""
+        cfg, spec = self.config, self._specs["observation"]
+        extractor_class = cfg.features_extractor_class
+        if extractor_class is None:
+            if len(keys) == 1 and spec[keys[0]].ndim == 1:
+                return None, None
+            extractor_class = FlattenExtractor
+        kwargs = dict(cfg.features_extractor_kwargs or {})
+        if extractor_class is FlattenExtractor:
+            kwargs.setdefault("normalize_images", cfg.normalize_images)
+        actor = make_features_extractor(extractor_class, spec, keys, **kwargs)
+        if cfg.share_features_extractor:
+            return actor, actor
+        return actor, make_features_extractor(extractor_class, spec, keys, **kwargs)
+
+    def _her_options(self, keys: list) -> dict[str, Any]:
+        """:class:`HerReplayBuffer`'s options (``replay_buffer_class=HerReplayBuffer``), on a goal env only."""
+        missing = [key for key in ("observation", "achieved_goal", "desired_goal") if key not in keys]
+        if missing:
+            raise ValueError(
+                f"HerReplayBuffer needs a goal env: a Dict observation with 'observation', 'achieved_goal' and "
+                f"'desired_goal'; {missing} are missing (observation keys: {keys})."
+            )
+        return {"compute_reward": self._compute_reward, **self.config.her_kwargs}
 
     def _make_logger(self) -> Logger | None:
         spec = self._logger_spec
@@ -466,19 +523,35 @@ class CrossQ:
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, None]:
-        """Action(s) for one observation ``[obs_dim]`` or a batch ``[n, obs_dim]`` (numpy in, numpy out)."""
-        obs_spec = self._specs["observation"]["observation"]
-        obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=self.device)
-        if obs.shape[-1:] != obs_spec.shape[-1:] or obs.dim() > 2:
-            raise ValueError(
-                f"predict expects an observation of shape {tuple(obs_spec.shape)} or [n, "
-                f"{obs_spec.shape[-1]}], got {tuple(obs.shape)}."
-            )
-        td = TensorDict({"observation": obs}, batch_size=obs.shape[:-1], device=self.device)
+        """Action(s) for one observation ``[obs_dim]`` or a batch ``[n, obs_dim]`` (numpy in, numpy out); for a Dict
+        observation a dict of such arrays, one per key."""
+        td = self._observation_tensordict(observation)
         exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
         with torch.no_grad(), set_exploration_type(exploration):
             action = self.acting_policy(td).get("action")
         return action.cpu().numpy(), None
+
+    def _observation_tensordict(self, observation: np.ndarray | dict[str, np.ndarray]) -> TensorDict:
+        spec = self._specs["observation"]
+        keys = observation_keys(spec)
+        if not isinstance(observation, dict):
+            observation = {keys[0]: observation} if len(keys) == 1 else observation
+        if not isinstance(observation, dict) or set(observation) != set(keys):
+            given = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
+            raise ValueError(f"predict expects a dict of the observation entries {keys}, got {given}.")
+        entries, batch_size = {}, None
+        for key in keys:
+            shape = tuple(spec[key].shape)
+            value = torch.as_tensor(np.asarray(observation[key]), dtype=torch.float32, device=self.device)
+            batch = tuple(value.shape[: value.dim() - len(shape)])
+            if tuple(value.shape[len(batch) :]) != shape or len(batch) > 1 or batch_size not in (None, batch):
+                entry = f" for {key!r} (the same n for every entry)" if len(keys) > 1 else ""
+                raise ValueError(
+                    f"predict expects an observation of shape {shape} or [n, {', '.join(map(str, shape))}]{entry}, "
+                    f"got {tuple(value.shape)}."
+                )
+            entries[key], batch_size = value, batch
+        return TensorDict(entries, batch_size=batch_size, device=self.device)
 
     def get_env(self) -> EnvBase | None:
         return self.env
@@ -491,6 +564,8 @@ class CrossQ:
             if self._specs is not None and new_specs[name] != self._specs[name]:
                 raise ValueError(f"set_env: the new env's {name} spec differs from the model's:\n{new_specs[name]}")
         self.env, self._specs = new_env, new_specs
+        if isinstance(getattr(self, "replay_buffer", None), HerReplayBuffer):
+            self.replay_buffer.compute_reward = self._compute_reward
         self.env_source = env if isinstance(env, str) else None
         if force_reset:
             self._env_snapshot = None
@@ -620,3 +695,20 @@ class CrossQ:
             raise CheckpointError(f"{str(path)!r} holds no replay buffer (kind={data.get('kind')!r}).")
         self.replay_buffer.empty()
         load_replay_buffer_state(self.replay_buffer, data["replay_buffer"])
+
+
+def _is_her(replay_buffer_class: Any) -> bool:
+    """``"her"``, :class:`HerReplayBuffer`, or sb3's ``HerReplayBuffer`` class (same name, same options)."""
+    if isinstance(replay_buffer_class, str):
+        return replay_buffer_class.lower() == "her"
+    return isinstance(replay_buffer_class, type) and replay_buffer_class.__name__ == "HerReplayBuffer"
+
+
+def _her_kwargs(replay_buffer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take sb3's HER options out of ``replay_buffer_kwargs``."""
+    options = {key: replay_buffer_kwargs.pop(key) for key in HER_KWARGS if key in replay_buffer_kwargs}
+    if options.pop("copy_info_dict", False):
+        raise NotImplementedError("copy_info_dict=True: infos are not stored (compute_reward gets empty ones).")
+    if "goal_selection_strategy" in options:  # a name, also for sb3's enum: the config holds plain data
+        options["goal_selection_strategy"] = goal_strategy_name(options["goal_selection_strategy"])
+    return options

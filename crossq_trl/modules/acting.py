@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import InteractionType, TensorDictModuleBase
+from tensordict.nn import InteractionType, TensorDictModuleBase, TensorDictSequential
 from tensordict.nn.probabilistic import interaction_type
 from torch import Tensor
 from torchrl.modules import ProbabilisticActor
@@ -41,12 +41,16 @@ class ActingPolicy(TensorDictModuleBase):
 
     def __init__(self, actor: ProbabilisticActor, *, compile: bool = False) -> None:
         super().__init__()
-        net = actor.module[0].module
+        network = actor.module[0]
+        # an actor with a features extractor: TensorDictSequential(ObservationFeatures, network)
+        self.features = network[0] if isinstance(network, TensorDictSequential) else None
+        net = network[-1].module if isinstance(network, TensorDictSequential) else network.module
         if not isinstance(net, (GaussianActorNet, GSDEActorNet)):
             raise TypeError(f"ActingPolicy needs an actor from make_crossq_actor, got a {type(net).__name__} network.")
         self.net = net
-        self._net_modules = list(net.modules())
-        self.in_keys = list(actor.module[0].in_keys)
+        self._networks = [net] if self.features is None else [self.features, net]  # plain list: registered above
+        self._net_modules = [module for network in self._networks for module in network.modules()]
+        self.in_keys = list(network.in_keys)
         self.out_keys = list(actor.out_keys[-1:])
         bounds = actor.module[-1].distribution_kwargs
         self.register_buffer("low", bounds["low"].clone())
@@ -65,26 +69,32 @@ class ActingPolicy(TensorDictModuleBase):
     def _gsde_matrices(self, tensordict: TensorDictBase) -> Tensor:
         return self.net.acting_matrices(tensordict.batch_size.numel())
 
+    def _inputs(self, observations: list[Tensor]) -> list[Tensor]:
+        return observations if self.features is None else [self.features.extract(observations)]
+
     def _gaussian_action(self, observations: list[Tensor], noise: Tensor) -> Tensor:
-        loc, scale = self.net(*observations)
+        loc, scale = self.net(*self._inputs(observations))
         return self.low + self.half_range * (torch.tanh(loc + scale * noise) + 1)
 
     def _gsde_action(self, observations: list[Tensor], noise: Tensor) -> Tensor:
-        latent, loc = self.net.latent_and_mean(*observations)
+        latent, loc = self.net.latent_and_mean(*self._inputs(observations))
         return self.low + self.half_range * (torch.tanh(loc + gsde_noise(latent, noise)) + 1)
 
     def _gaussian_mode(self, observations: list[Tensor]) -> Tensor:
-        loc, _ = self.net(*observations)
+        loc, _ = self.net(*self._inputs(observations))
         return self.low + self.half_range * (torch.tanh(loc) + 1)
 
     def _gsde_mode(self, observations: list[Tensor]) -> Tensor:
-        _, loc = self.net.latent_and_mean(*observations)
+        _, loc = self.net.latent_and_mean(*self._inputs(observations))
         return self.low + self.half_range * (torch.tanh(loc) + 1)
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         observations = [tensordict.get(key) for key in self.in_keys]
-        with training_mode(self.net, False) if any(m.training for m in self._net_modules) else nullcontext():
+        with ExitStack() as modes:
+            if any(m.training for m in self._net_modules):
+                for network in self._networks:
+                    modes.enter_context(training_mode(network, False))
             if interaction_type() in _MODE_TYPES:
                 action = self._mode(observations)
             else:  # the noise is drawn here, so that compiled and eager runs take the same numbers

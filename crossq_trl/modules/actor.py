@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tensordict.nn import InteractionType, TensorDictModule
+from tensordict.nn import InteractionType, TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, TanhNormal
 
+from crossq_trl.modules.features import FEATURES_KEY, ObservationFeatures
 from crossq_trl.modules.gsde import GSDEActorNet, unused_sde_options
 from crossq_trl.modules.gsde_distribution import GSDETanhNormal
 from crossq_trl.modules.mlp import BatchRenormConfig, concat_features, crossq_body
@@ -66,6 +67,7 @@ def make_crossq_actor(
     use_expln: bool = False,
     clip_mean: float = 2.0,
     sde_sample_freq: int = -1,
+    features_extractor: nn.Module | None = None,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """Build the CrossQ actor as a TorchRL ``ProbabilisticActor``.
@@ -91,6 +93,12 @@ def make_crossq_actor(
     untouched, so a collector running it never moves them by accident (in train mode every
     collected batch would update them). :class:`CrossQLoss` picks the mode of each of its own
     passes whatever the mode outside.
+
+    With a ``features_extractor`` (:mod:`crossq_trl.modules.features`, e.g. a
+    :class:`~crossq_trl.modules.features.FlattenExtractor` for Dict observations) the network reads its
+    ``features_dim`` features instead of the concatenated ``in_keys``: the actor's module is then
+    ``TensorDictSequential(ObservationFeatures(extractor, in_keys), network)``, and the actor loss trains the
+    extractor with the rest of the actor.
     """
     observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
     if action_key is None:
@@ -110,7 +118,9 @@ def make_crossq_actor(
         "pre_activation_norm": pre_activation_norm,
         "weight_norm": weight_norm,
     }
-    sizes = (feature_dim(observation_spec, in_keys), action_spec.shape[-1], net_arch)
+    features = None if features_extractor is None else ObservationFeatures(features_extractor.to(device), in_keys)
+    in_features = feature_dim(observation_spec, in_keys) if features is None else features.features_dim
+    sizes = (in_features, action_spec.shape[-1], net_arch)
     if use_sde:
         sde = {"log_std_init": log_std_init, "use_expln": use_expln, "clip_mean": clip_mean}
         net = GSDEActorNet(*sizes, **sde, sample_freq=sde_sample_freq, **body).to(device)
@@ -119,8 +129,11 @@ def make_crossq_actor(
         net = GaussianActorNet(*sizes, weight_norm_head=weight_norm_head, **body).to(device)
         dist_keys, dist_class, dist_kwargs = ["loc", "scale"], TanhNormal, {"tanh_loc": False}
     device = next(net.parameters()).device
+    module: TensorDictModuleBase = TensorDictModule(net, in_keys=in_keys, out_keys=dist_keys)
+    if features is not None:
+        module = TensorDictSequential(features, TensorDictModule(net, in_keys=[FEATURES_KEY], out_keys=dist_keys))
     actor = ProbabilisticActor(
-        TensorDictModule(net, in_keys=in_keys, out_keys=dist_keys),
+        module,
         in_keys=dist_keys,
         out_keys=[action_key],
         spec=action_spec.to(device),

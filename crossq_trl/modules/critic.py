@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictSequential
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import TensorSpec
@@ -13,6 +13,7 @@ from torchrl.envs import EnvBase
 
 from crossq_trl.modules.categorical import CategoricalSupport
 from crossq_trl.modules.ensemble_linear import EnsembleLinear
+from crossq_trl.modules.features import FEATURES_KEY, ObservationFeatures
 from crossq_trl.modules.mlp import BatchRenormConfig, concat_features, crossq_body
 from crossq_trl.modules.specs import feature_dim, resolve_specs
 from crossq_trl.modules.weight_norm import mark_unit_norm
@@ -100,8 +101,10 @@ def make_crossq_critic(
     weight_norm_head: bool = False,
     categorical: CategoricalSupport | None = None,
     log_probs_key: NestedKey = "state_action_value_log_probs",
+    features_extractor: nn.Module | None = None,
+    share_features_extractor: bool = False,
     device: torch.device | str | None = None,
-) -> TensorDictModule:
+) -> TensorDictModule | TensorDictSequential:
     """Build the CrossQ critic ensemble as a ``TensorDictModule``.
 
     Reads ``in_keys`` and the action (in env units; the critic sees it mapped to ``[-1, 1]`` by the
@@ -109,13 +112,27 @@ def make_crossq_critic(
     (``categorical=CategoricalSupport(...)``) also writes ``log_probs_key``, ``[*batch, n_critics, num_bins]``.
     ``pre_activation_norm``, ``weight_norm`` and ``weight_norm_head``: see :func:`crossq_body` and
     :class:`EnsembleQNet`.
+
+    With a ``features_extractor`` the ensemble reads its features (with the action) instead of the concatenated
+    ``in_keys``: a ``TensorDictSequential(ObservationFeatures(extractor, in_keys), ensemble)``, whose joint
+    ``[s, s']`` pass in :class:`~crossq_trl.CrossQLoss` runs the extractor on the joint batch too. An extractor
+    of its own is trained by the critic loss. ``share_features_extractor=True`` says the extractor is the
+    actor's: as in sb3, the critic then reads its features without gradient (the actor loss alone trains it), and
+    the extractor stays the actor's module (not a submodule of the critic: the critic's optimizer and ``state_dict``
+    leave it out).
     """
     observation_spec, action_spec = resolve_specs(env, observation_spec, action_spec)
     if action_key is None:
         action_key = env.action_key if env is not None else "action"
     in_keys = list(in_keys)
+    if share_features_extractor and features_extractor is None:
+        raise ValueError("share_features_extractor=True needs the actor's features_extractor.")
+    features = None
+    if features_extractor is not None:
+        features = ObservationFeatures(features_extractor.to(device), in_keys, shared=share_features_extractor)
+    in_features = feature_dim(observation_spec, in_keys) if features is None else features.features_dim
     net = EnsembleQNet(
-        feature_dim(observation_spec, in_keys) + action_spec.shape[-1],
+        in_features + action_spec.shape[-1],
         net_arch,
         n_critics,
         action_bounds=(action_spec.space.low, action_spec.space.high),
@@ -128,4 +145,6 @@ def make_crossq_critic(
         categorical=categorical,
     ).to(device)
     out_keys = [out_key] if categorical is None else [out_key, log_probs_key]
-    return TensorDictModule(net, in_keys=[*in_keys, action_key], out_keys=out_keys)
+    if features is None:
+        return TensorDictModule(net, in_keys=[*in_keys, action_key], out_keys=out_keys)
+    return TensorDictSequential(features, TensorDictModule(net, in_keys=[FEATURES_KEY, action_key], out_keys=out_keys))

@@ -89,3 +89,14 @@ def feature_dim(observation_spec: Composite | TensorSpec, keys: Sequence[NestedK
             )
         total += feature_shape[0]
     return total
+
+
+# What the logging transforms and LeanGymEnv add to an env's observation spec: not inputs of the networks.
+NON_OBSERVATION_KEYS = ("episode_reward", "step_count", "is_init")
+
+
+def observation_keys(observation_spec: Composite) -> list[NestedKey]:
+    """The entries of an env's observation spec that the networks read: ``["observation"]`` for a vector env,
+    the Dict's keys for a Dict one (e.g. ``observation``, ``achieved_goal``, ``desired_goal``); the episode
+    statistics and ``is_init`` are left out."""
+    return [key for key in observation_spec.keys(True, True) if key not in NON_OBSERVATION_KEYS]

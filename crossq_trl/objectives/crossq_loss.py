@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, dispatch
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictSequential, dispatch
 from tensordict.utils import NestedKey
 from torch import Tensor
 from torch.func import functional_call
@@ -167,7 +167,9 @@ class CrossQLoss(LossModule):
     def _as_ensemble(qvalue_network, num_qvalue_nets: int) -> TensorDictModule:
         if isinstance(qvalue_network, list):
             return QValueEnsemble(qvalue_network)
-        inner = getattr(qvalue_network, "module", None)
+        # the ensemble itself, or the last module of a critic with a features extractor in front
+        last = qvalue_network[-1] if isinstance(qvalue_network, TensorDictSequential) else qvalue_network
+        inner = getattr(last, "module", None)
         if isinstance(inner, EnsembleQNet):
             if inner.n_critics != num_qvalue_nets:
                 raise ValueError(

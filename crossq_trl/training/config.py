@@ -69,6 +69,11 @@ class CrossQConfig:
     or in local processes (``"multiprocess"``), the learner staying here; the workers count as envs for
     ``train_freq`` and ``gradient_steps`` (each batch: ``train_freq`` steps of every worker), and get the actor's
     weights every ``weight_sync_interval`` updates.
+    Features extractor (sb3's ``policy_kwargs``): ``features_extractor_class`` (None: the observation vector as
+    it is, or for a Dict observation :class:`~crossq_trl.modules.features.FlattenExtractor`) is built as
+    ``cls(observation_spec, **features_extractor_kwargs)``; ``share_features_extractor`` gives the critic the
+    actor's extractor (trained by the actor loss only, as in sb3) instead of one of its own. ``normalize_images``
+    is accepted and passed to the default extractor, which does not treat images apart.
     """
 
     learning_rate: float | str | Callable[[float], float] = 1e-3
@@ -99,6 +104,10 @@ class CrossQConfig:
     n_critics: int = 2
     optimizer_class: str | type[torch.optim.Optimizer] = "adam"
     optimizer_kwargs: dict[str, Any] | None = None
+    features_extractor_class: type[nn.Module] | None = None
+    features_extractor_kwargs: dict[str, Any] | None = None
+    share_features_extractor: bool = False
+    normalize_images: bool = True
     seed: int | None = None
     device: str = "auto"
     compile: bool = True
@@ -124,6 +133,7 @@ class CrossQConfig:
     collector_backend: str = "ray"
     ray_address: str | None = None
     weight_sync_interval: int = 1
+    her_kwargs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._apply_variant()
@@ -160,6 +170,8 @@ class CrossQConfig:
         _check("critic_loss", self.critic_loss, "'mse' or 'categorical'", lambda v: v in ("mse", "categorical"))
         self.support()
         self.actor_arch(), self.critic_arch(), self.activation(), self.optimizer()
+        self._check_features_extractor()
+        _check("her_kwargs", self.her_kwargs, "None (no HER) or a dict", lambda v: v is None or isinstance(v, dict))
         self.torch_device()
 
     def _apply_variant(self) -> None:
@@ -188,6 +200,16 @@ class CrossQConfig:
                 f"CrossQConfig.categorical_support must be (v_min, v_max, num_bins) with v_max > v_min and "
                 f"num_bins >= 2, got {self.categorical_support!r}."
             ) from err
+
+    def _check_features_extractor(self) -> None:
+        _check(
+            "features_extractor_class",
+            self.features_extractor_class,
+            "None or an nn.Module class built as cls(observation_spec, **features_extractor_kwargs)",
+            lambda v: v is None or (isinstance(v, type) and issubclass(v, nn.Module)),
+        )
+        kwargs = self.features_extractor_kwargs
+        _check("features_extractor_kwargs", kwargs, "None or a dict", lambda v: v is None or isinstance(v, dict))
 
     def _check_exploration(self) -> None:
         _check("action_noise", self.action_noise, NOISE_FORMS, is_action_noise_option)

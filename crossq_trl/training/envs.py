@@ -38,11 +38,18 @@ def _gym_env(env: str | gym.Env | Callable[[], gym.Env]) -> gym.Env:
             "Discrete, MultiDiscrete, MultiBinary and Dict actions are not supported."
         )
     check_vector_action(env.action_space.shape)
-    space = env.observation_space
-    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
-        # Discrete / MultiDiscrete / MultiBinary become one-hot vectors, images and Dicts flat vectors.
+    if not _kept_as_is(env.observation_space):
+        # Discrete / MultiDiscrete / MultiBinary become one-hot vectors, images and other Dicts flat vectors.
         env = gym.wrappers.FlattenObservation(env)
     return env
+
+
+def _kept_as_is(space: gym.Space) -> bool:
+    """A vector Box, or a Dict of Boxes: each Dict entry becomes its own observation key (a features extractor
+    turns them into one vector, :mod:`crossq_trl.modules.features`)."""
+    if isinstance(space, gym.spaces.Dict):
+        return all(isinstance(entry, gym.spaces.Box) for entry in space.values())
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
 
 
 def _lean_gym_env(env: str | Callable[[], gym.Env], mark_episode_start: bool = False) -> LeanGymEnv:
@@ -70,9 +77,10 @@ def make_env(
     factory of one, or a TorchRL ``EnvBase`` (used as is, plus the logging transforms).
     Gymnasium envs become :class:`LeanGymEnv`s, which write the float32 observations and
     the episode statistics themselves; with ``n_envs > 1`` they run in worker processes
-    (``ParallelEnv``), which needs an id or a factory. Observations must be vectors (other
-    gymnasium spaces are flattened); actions a bounded vector Box. With ``mark_episode_start`` the
-    env also writes ``is_init`` (True on the first step of each episode, TorchRL's
+    (``ParallelEnv``), which needs an id or a factory. Observations are a vector Box or a Dict of Boxes
+    (each entry its own key, e.g. ``observation``, ``achieved_goal`` and ``desired_goal`` of a goal env);
+    other gymnasium spaces are flattened into one vector. Actions must be a bounded vector Box. With
+    ``mark_episode_start`` the env also writes ``is_init`` (True on the first step of each episode, TorchRL's
     ``InitTracker``), which action noise restarts on.
     """
     if isinstance(env, EnvBase):
@@ -90,3 +98,21 @@ def make_env(
     if seed is not None:
         torchrl_env.set_seed(seed)
     return torchrl_env
+
+
+def goal_compute_reward(env: EnvLike) -> Callable | None:
+    """The ``compute_reward(achieved_goal, desired_goal, info)`` of a goal env (the ``GoalEnv`` API of
+    gymnasium-robotics, what HER relabels with), or None when the env has none. An id or a factory is built once
+    here for it; a TorchRL env is searched for the gymnasium env it wraps (``LeanGymEnv``, ``GymWrapper``)."""
+    if isinstance(env, EnvBase):
+        while isinstance(env, TransformedEnv):
+            env = env.base_env
+        env = getattr(env, "_env", None)
+        if not isinstance(env, gym.Env):
+            return None
+    elif not isinstance(env, gym.Env):
+        env = _gym_env(env)
+    try:
+        return env.get_wrapper_attr("compute_reward")
+    except AttributeError:
+        return None

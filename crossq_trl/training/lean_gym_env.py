@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase
 from crossq_trl.modules.specs import check_vector_action
 
 _DONE_KEYS = ("done", "terminated", "truncated")
+_RESERVED_KEYS = (*_DONE_KEYS, "reward", "action", "episode_reward", "step_count", "is_init", "next")
 
 
 def _box_spec(space: gym.spaces.Box) -> Bounded | Unbounded:
@@ -31,11 +32,30 @@ def _box_spec(space: gym.spaces.Box) -> Bounded | Unbounded:
     return Unbounded(low.shape, dtype=torch.float32)
 
 
-class LeanGymEnv(EnvBase):
-    """A gymnasium env with a Box observation vector and Box actions, one step at a time.
+def _observation_specs(space: gym.Space) -> dict[str, Bounded | Unbounded]:
+    """The observation entries: ``observation`` for a vector Box, one entry per key for a Dict of Boxes."""
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return {"observation": _box_spec(space)}
+    if isinstance(space, gym.spaces.Dict) and all(isinstance(entry, gym.spaces.Box) for entry in space.values()):
+        clashes = sorted(set(space.keys()) & set(_RESERVED_KEYS))
+        if clashes:
+            raise ValueError(
+                f"LeanGymEnv: the Dict observation entries {clashes} clash with the keys it writes itself "
+                f"{list(_RESERVED_KEYS)}; rename them in a gymnasium ObservationWrapper."
+            )
+        return {key: _box_spec(entry) for key, entry in space.items()}
+    raise ValueError(
+        f"LeanGymEnv needs a 1-D Box or a Dict of Box observation space, got {space}; flatten it first "
+        "(gymnasium.wrappers.FlattenObservation)."
+    )
 
-    Keys: ``observation`` (float32), ``action``, ``("next", "reward")``, ``done``,
-    ``terminated``, ``truncated`` and the episode statistics ``episode_reward`` (the return so
+
+class LeanGymEnv(EnvBase):
+    """A gymnasium env with Box actions and a Box observation vector (or a Dict of Boxes), one step at a time.
+
+    Keys: ``observation`` (float32; with a Dict observation space, each entry under its own key instead,
+    float32 and of the entry's shape, as TorchRL's ``GymWrapper`` writes them), ``action``, ``("next", "reward")``,
+    ``done``, ``terminated``, ``truncated`` and the episode statistics ``episode_reward`` (the return so
     far) and ``step_count``, as TorchRL's ``RewardSum`` and ``StepCounter`` write them.
     ``set_seed`` resets the gymnasium env with that seed, as ``GymWrapper`` does; random
     actions (:meth:`rand_action`) come from torch's generator, as ``action_spec.rand()``.
@@ -47,17 +67,17 @@ class LeanGymEnv(EnvBase):
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError(f"LeanGymEnv needs a Box action space, got {env.action_space}.")
         check_vector_action(env.action_space.shape)
-        if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-            raise ValueError(f"LeanGymEnv needs a 1-D Box observation space, got {env.observation_space}.")
+        observation_specs = _observation_specs(env.observation_space)
         super().__init__(device=device, batch_size=torch.Size([]))
         self._env = env
         flag = Categorical(2, (1,), dtype=torch.bool, device=device)
         self.observation_spec = Composite(
-            observation=_box_spec(env.observation_space),
+            **observation_specs,
             episode_reward=Unbounded((1,), dtype=torch.float32),
             step_count=Bounded(0, torch.iinfo(torch.int64).max, (1,), dtype=torch.int64),
             device=device,
         )
+        self._dict_observation = isinstance(env.observation_space, gym.spaces.Dict)
         self._mark_episode_start = mark_episode_start
         if mark_episode_start:
             self.observation_spec["is_init"] = flag.clone()
@@ -70,12 +90,17 @@ class LeanGymEnv(EnvBase):
     def _set_seed(self, seed: int | None) -> None:
         self._env.reset(seed=seed)
 
-    def _observation(self, observation: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(observation, dtype=torch.float32, device=self.device)
+    def _observations(self, observation: np.ndarray | dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        if self._dict_observation:
+            return {
+                key: torch.as_tensor(value, dtype=torch.float32, device=self.device)
+                for key, value in observation.items()
+            }
+        return {"observation": torch.as_tensor(observation, dtype=torch.float32, device=self.device)}
 
     def _root(
         self,
-        observation: np.ndarray,
+        observation: np.ndarray | dict[str, np.ndarray],
         episode_reward: torch.Tensor,
         step_count: torch.Tensor,
         terminated: bool,
@@ -86,7 +111,7 @@ class LeanGymEnv(EnvBase):
         # here is built with the right shape on the env's device. TorchRL uses it on its own hot paths.
         return TensorDict._new_unsafe(
             {
-                "observation": self._observation(observation),
+                **self._observations(observation),
                 "episode_reward": episode_reward,
                 "step_count": step_count,
                 "done": flags[0:1],
