@@ -16,6 +16,8 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
 
+from crossq_trl.compat import is_vector_env, to_torchrl_env, wrapped_vector_env
+from crossq_trl.compat.policy import CrossQPolicy
 from crossq_trl.exploration.additive_noise import AdditiveActionNoise
 from crossq_trl.exploration.factory import make_action_noise
 from crossq_trl.modules.acting import ActingPolicy
@@ -184,6 +186,11 @@ class CrossQ:
     def _make_train_env(self, env: EnvLike, seed: int | None) -> EnvBase:
         """The training env; it marks episode starts (``is_init``) for the action noise to restart on."""
         mark = self.config.action_noise is not None
+        if is_vector_env(env):  # an sb3 VecEnv or a gymnasium VectorEnv: n_envs is its num_envs
+            if self.config.n_envs not in (1, env.num_envs):
+                raise ValueError(f"n_envs={self.config.n_envs}, but the vector env has {env.num_envs}: omit n_envs.")
+            self.config.n_envs = env.num_envs
+            return make_env(to_torchrl_env(env, device=self.device), seed=seed, mark_episode_start=mark)
         return make_env(env, n_envs=self.config.n_envs, seed=seed, device=self.device, mark_episode_start=mark)
 
     @staticmethod
@@ -222,6 +229,7 @@ class CrossQ:
             fixed_alpha=fixed_alpha,
             target_entropy=cfg.target_entropy,
         )
+        self.policy = CrossQPolicy(self.actor, self.critic, self.predict)  # sb3's model.policy, a view
         self.loss_module.make_value_estimator(gamma=cfg.gamma)
         optimizers = make_crossq_optimizers(
             self.loss_module,
@@ -407,8 +415,11 @@ class CrossQ:
             action = self.acting_policy(td).get("action")
         return action.cpu().numpy(), None
 
-    def get_env(self) -> EnvBase | None:
-        return self.env
+    def get_env(self) -> Any:
+        """The training env: an sb3 VecEnv or gymnasium VectorEnv as it was given (sb3 returns its VecEnv),
+        otherwise the TorchRL env built from the id or gymnasium env."""
+        vector_env = wrapped_vector_env(self.env)
+        return self.env if vector_env is None else vector_env
 
     def set_env(self, env: EnvLike, force_reset: bool = True) -> None:
         """Train on another env with the same observation and action spaces."""
