@@ -16,8 +16,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
 
-from crossq_trl.compat import is_vector_env, to_torchrl_env, wrapped_vector_env
-from crossq_trl.compat.policy import CrossQPolicy
+from crossq_trl.compat import CrossQPolicy, env_as_given, is_vector_env, to_torchrl_env
 from crossq_trl.exploration.additive_noise import AdditiveActionNoise
 from crossq_trl.exploration.factory import make_action_noise
 from crossq_trl.modules.acting import ActingPolicy
@@ -177,6 +176,7 @@ class CrossQ:
         if seed is not None:
             self.set_random_seed(seed)
         self.env = None if env is None else self._make_train_env(env, seed)
+        self._env_as_given = None if env is None else env_as_given(env, self.env)  # what get_env() returns
         self._specs = None if self.env is None else self._env_specs(self.env)
         if _init_setup_model:
             self._setup_model()
@@ -189,7 +189,6 @@ class CrossQ:
         if is_vector_env(env):  # an sb3 VecEnv or a gymnasium VectorEnv: n_envs is its num_envs
             if self.config.n_envs not in (1, env.num_envs):
                 raise ValueError(f"n_envs={self.config.n_envs}, but the vector env has {env.num_envs}: omit n_envs.")
-            self.config.n_envs = env.num_envs
             return make_env(to_torchrl_env(env, device=self.device), seed=seed, mark_episode_start=mark)
         return make_env(env, n_envs=self.config.n_envs, seed=seed, device=self.device, mark_episode_start=mark)
 
@@ -416,10 +415,9 @@ class CrossQ:
         return action.cpu().numpy(), None
 
     def get_env(self) -> Any:
-        """The training env: an sb3 VecEnv or gymnasium VectorEnv as it was given (sb3 returns its VecEnv),
-        otherwise the TorchRL env built from the id or gymnasium env."""
-        vector_env = wrapped_vector_env(self.env)
-        return self.env if vector_env is None else vector_env
+        """The training env as it was given: an sb3 VecEnv, a gymnasium VectorEnv or a TorchRL env; for an id or
+        a gymnasium env, sb3's VecEnv interface on the TorchRL env (:class:`~crossq_trl.compat.TorchRLVecEnv`)."""
+        return self._env_as_given
 
     def set_env(self, env: EnvLike, force_reset: bool = True) -> None:
         """Train on another env with the same observation and action spaces."""
@@ -429,6 +427,7 @@ class CrossQ:
             if self._specs is not None and new_specs[name] != self._specs[name]:
                 raise ValueError(f"set_env: the new env's {name} spec differs from the model's:\n{new_specs[name]}")
         self.env, self._specs = new_env, new_specs
+        self._env_as_given = env_as_given(env, new_env)
         self.env_source = env if isinstance(env, str) else None
         if force_reset:
             self._env_snapshot = None

@@ -155,7 +155,7 @@ def test_facade_trains_on_a_duck_typed_vec_env():
     assert is_sb3_vec_env(vec_env)
     model = CrossQ("MlpPolicy", vec_env, learning_starts=10, seed=0, **TINY)
     model.learn(30)
-    assert model.config.n_envs == 2 and model.num_timesteps == 30 and model.update.num_updates == 11
+    assert model.env.batch_size == (2,) and model.num_timesteps == 30 and model.update.num_updates == 11
     assert model.get_env() is vec_env
     data = model.replay_buffer[:30]
     torch.testing.assert_close(
@@ -213,9 +213,31 @@ def test_gymnasium_sync_vector_env():
     vector_env = gym.make_vec("Pendulum-v1", num_envs=2, vectorization_mode="sync")
     model = CrossQ("MlpPolicy", vector_env, learning_starts=20, seed=1, **TINY)
     model.learn(40)
-    assert model.config.n_envs == 2 and len(model.replay_buffer) == 40 and model.get_env() is vector_env
+    assert model.env.batch_size == (2,) and len(model.replay_buffer) == 40 and model.get_env() is vector_env
     obs, _ = vector_env.reset(seed=0)
     assert model.predict(obs)[0].shape == (2, 1)
+
+
+@pytest.mark.parametrize("terminate", [True, False])
+def test_get_env_of_a_gymnasium_env_has_the_vec_env_interface(terminate):
+    """sb3 wraps an env given by id or as a gymnasium env in a DummyVecEnv and returns it from get_env(); here a
+    view with its interface on the TorchRL env: batched observations, auto-reset, the final observation in the
+    infos and TimeLimit.truncated only for episodes cut by a time limit."""
+    model = CrossQ("MlpPolicy", CountingEnv(2, terminate=terminate), **TINY)
+    vec_env = model.get_env()
+    assert vec_env.env is model.env and vec_env.num_envs == 1 and vec_env.action_space.shape == (1,)
+    obs = vec_env.reset()
+    np.testing.assert_array_equal(obs, [[0.0, 0.0]])
+    obs, rewards, dones, infos = vec_env.step(model.predict(obs)[0])
+    np.testing.assert_array_equal(obs, [[0.0, 1.0]])
+    assert rewards.tolist() == [1.0] and dones.tolist() == [False] and "terminal_observation" not in infos[0]
+    obs, rewards, dones, infos = vec_env.step(np.zeros((1, 1)))
+    np.testing.assert_array_equal(obs, [[1.0, 0.0]])  # the next episode's first observation
+    assert rewards.tolist() == [2.0] and dones.tolist() == [True]
+    np.testing.assert_array_equal(infos[0]["terminal_observation"], [0.0, 2.0])
+    assert infos[0]["TimeLimit.truncated"] is not terminate
+    torchrl_env = make_env(CountingEnv(2, terminate=True))
+    assert CrossQ("MlpPolicy", torchrl_env, **TINY).get_env() is torchrl_env  # a TorchRL env is returned as given
 
 
 def sb3_contrib_script(CrossQ, path) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Categorical, Composite, Unbounded
-from torchrl.envs import EnvBase, TransformedEnv
+from torchrl.envs import EnvBase
 
 from crossq_trl.modules.specs import check_vector_action
 from crossq_trl.training.lean_gym_env import _box_spec
@@ -108,9 +108,3 @@ class VectorEnvAdapter(EnvBase):
             batch_size=self.batch_size,
             device=self.device,
         )
-
-
-def wrapped_vector_env(env: EnvBase | None) -> Any:
-    """The sb3 ``VecEnv`` or gymnasium ``VectorEnv`` under a TorchRL env built by :func:`to_torchrl_env`, else None."""
-    base = env.base_env if isinstance(env, TransformedEnv) else env
-    return base.vector_env if isinstance(base, VectorEnvAdapter) else None

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torchrl.envs import EnvBase
 
 from crossq_trl.compat.gym_vector_env import GymVectorEnvAdapter, is_gym_vector_env
 from crossq_trl.compat.sb3_vec_env import SB3VecEnvAdapter, is_sb3_vec_env
+from crossq_trl.compat.vec_env_view import TorchRLVecEnv
 from crossq_trl.compat.vector_env import VectorEnvAdapter
 
 
@@ -23,3 +25,10 @@ def to_torchrl_env(env: Any, *, device: torch.device | str = "cpu") -> VectorEnv
     if is_sb3_vec_env(env):
         return SB3VecEnvAdapter(env, device=device)
     raise TypeError(f"{type(env).__name__} is neither a gymnasium VectorEnv nor an sb3 VecEnv.")
+
+
+def env_as_given(env: Any, torchrl_env: EnvBase) -> Any:
+    """What ``model.get_env()`` returns for the env a user gave, trained on as ``torchrl_env``: a vector env
+    or a TorchRL env itself, and for an id or a gymnasium env a :class:`TorchRLVecEnv` view of ``torchrl_env``
+    (sb3 returns the ``DummyVecEnv`` it wrapped such an env in)."""
+    return env if is_vector_env(env) or isinstance(env, EnvBase) else TorchRLVecEnv(torchrl_env)
