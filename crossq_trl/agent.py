@@ -56,7 +56,8 @@ class CrossQ:
     ``critic``, ``loss_module``, ``update``, ``replay_buffer``, ``collector`` and
     ``trainer`` (the last two from the latest :meth:`learn`).
 
-    ``env`` is a gymnasium id, a gymnasium env (or factory) or a TorchRL env. Every
+    ``env`` is a gymnasium id, a gymnasium env (or factory), a TorchRL env, an sb3 ``VecEnv`` or a gymnasium
+    ``VectorEnv`` (:mod:`crossq_trl.compat`; ``model.policy`` is sb3's policy surface, see there). Every
     hyperparameter of :class:`~crossq_trl.CrossQConfig` is a keyword; the network options
     can also come through ``policy_kwargs`` as in sb3. Extra keywords: ``n_envs``
     (parallel envs), ``compile`` (compiled update, default on), ``eval_env``,
