@@ -148,6 +148,26 @@ def test_async_vector_env_without_shared_memory_is_refused_in_next_step_mode():
     env.close()
 
 
+class NoTerminalObservation(FakeVecEnv):
+    def step_wait(self):
+        obs, rewards, dones, infos = super().step_wait()
+        return obs, rewards, dones, [{} for _ in infos]
+
+
+def test_vector_env_refusals():
+    with pytest.raises(ValueError, match="continuous Box action"):
+        to_torchrl_env(gym.make_vec("CartPole-v1", num_envs=2))
+    dict_obs = FakeVecEnv(ENV_FNS)
+    dict_obs.observation_space = gym.spaces.Dict(a=CountingEnv.observation_space)
+    with pytest.raises(ValueError, match=r"must be a Box.*FlattenObservation"):
+        to_torchrl_env(dict_obs)
+    with pytest.raises(TypeError, match="neither a gymnasium VectorEnv nor an sb3 VecEnv"):
+        to_torchrl_env(gym.make("Pendulum-v1"))
+    env = make_env(to_torchrl_env(NoTerminalObservation(ENV_FNS)))
+    with pytest.raises(ValueError, match=r"infos\[0\]\['terminal_observation'\]"):
+        env.rollout(2, break_when_any_done=False)
+
+
 def test_facade_trains_on_a_duck_typed_vec_env():
     """No sb3 needed: CrossQ takes a VecEnv-like object (n_envs from it), stores exactly the transitions it
     returns (scaled, as VecNormalize's would be), and gives it back from get_env; predict takes its batches."""
@@ -303,3 +323,17 @@ def test_the_script_is_sb3_contrib_code(tmp_path):
     assert out["model"].num_timesteps == 300 and out["loaded_env"] is not None
     assert out["action"].shape == (2, 1)
     np.testing.assert_array_equal(*out["predictions"])
+
+
+def test_checkpoint_of_a_vec_env_run_resumes_on_a_vec_env(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    model = CrossQ("MlpPolicy", FakeVecEnv(ENV_FNS), learning_starts=10, seed=0, **TINY)
+    model.learn(20, checkpoint_path=path)
+    with pytest.raises(ValueError, match="pass env="):
+        CrossQ.resume(path)
+    vec_env = FakeVecEnv(ENV_FNS)
+    resumed = CrossQ.resume(path, env=vec_env)
+    assert resumed.get_env() is vec_env and resumed.num_timesteps == 20 and len(resumed.replay_buffer) == 20
+    torch.testing.assert_close(resumed.loss_module.state_dict(), model.loss_module.state_dict())
+    resumed.learn(10, reset_num_timesteps=False)
+    assert resumed.num_timesteps == 30 and len(resumed.replay_buffer) == 30

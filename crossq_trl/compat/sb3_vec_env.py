@@ -4,7 +4,9 @@ Recognised by its attributes, so stable_baselines3 is never imported. sb3's conv
 ``(obs, rewards, dones, infos)``; an env whose episode ended is reset inside ``step``, ``obs`` holding its new
 first observation and ``infos[i]["terminal_observation"]`` its final one; ``infos[i]["TimeLimit.truncated"]``
 says whether the episode was cut by a time limit rather than terminated. A ``VecNormalize`` returns normalised
-observations (the final ones too) and rewards: CrossQ trains on them, as sb3's algorithms do.
+observations (the final ones too) and rewards, and this env passes them on as they are: CrossQ trains on them
+as normalised at that step, where sb3's algorithms store the originals and normalise each sampled batch with
+the statistics of the moment.
 """
 
 from __future__ import annotations
