@@ -14,6 +14,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from crossq_trl import CrossQ, make_env
 from crossq_trl.compat import is_sb3_vec_env, to_torchrl_env
+from crossq_trl.modules.gsde import GSDEActorNet
 
 HAS_SB3 = importlib.util.find_spec("stable_baselines3") is not None
 needs_sb3 = pytest.mark.skipif(not HAS_SB3, reason="stable_baselines3 is not installed (the duck-typed tests cover it)")
@@ -220,7 +221,7 @@ def test_policy_is_a_view_of_the_model():
     policy.set_training_mode(False)
     assert not model.actor.training and not model.critic.training
 
-    head = next(m for m in model.actor.modules() if hasattr(m, "steps_since_reset"))
+    head = next(m for m in model.actor.modules() if isinstance(m, GSDEActorNet))
     model.predict(obs)
     assert head.steps_since_reset == 1
     policy.reset_noise()
