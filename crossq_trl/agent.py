@@ -19,6 +19,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers import Logger, get_logger
 
+from crossq_trl.compat import CrossQPolicy, env_as_given, is_vector_env, to_torchrl_env
 from crossq_trl.distributed import PolicyWeightPush, make_distributed_collector
 from crossq_trl.exploration.additive_noise import AdditiveActionNoise
 from crossq_trl.exploration.factory import make_action_noise
@@ -73,7 +74,8 @@ class CrossQ:
     ``critic``, ``loss_module``, ``update``, ``replay_buffer``, ``collector`` and
     ``trainer`` (the last two from the latest :meth:`learn`).
 
-    ``env`` is a gymnasium id, a gymnasium env (or factory) or a TorchRL env. Every
+    ``env`` is a gymnasium id, a gymnasium env (or factory), a TorchRL env, an sb3 ``VecEnv`` or a gymnasium
+    ``VectorEnv`` (:mod:`crossq_trl.compat`; ``model.policy`` is sb3's policy surface, see there). Every
     hyperparameter of :class:`~crossq_trl.CrossQConfig` is a keyword; the network options
     can also come through ``policy_kwargs`` as in sb3. Extra keywords: ``n_envs``
     (parallel envs), ``compile`` (compiled update, default on), ``eval_env``,
@@ -203,6 +205,7 @@ class CrossQ:
             self.set_random_seed(seed)
         self._compute_reward = None
         self.env = None if env is None else self._make_train_env(env, seed)
+        self._env_as_given = None if env is None else env_as_given(env, self.env)  # what get_env() returns
         self._specs = None if self.env is None else self._env_specs(self.env)
         if _init_setup_model:
             self._setup_model()
@@ -214,6 +217,10 @@ class CrossQ:
         mark = self.config.action_noise is not None
         if self.config.her_kwargs is not None:  # HER relabels with the goal env's reward function
             self._compute_reward = goal_compute_reward(env)
+        if is_vector_env(env):  # an sb3 VecEnv or a gymnasium VectorEnv: n_envs is its num_envs
+            if self.config.n_envs not in (1, env.num_envs):
+                raise ValueError(f"n_envs={self.config.n_envs}, but the vector env has {env.num_envs}: omit n_envs.")
+            return make_env(to_torchrl_env(env, device=self.device), seed=seed, mark_episode_start=mark)
         return make_env(env, n_envs=self.config.n_envs, seed=seed, device=self.device, mark_episode_start=mark)
 
     @staticmethod
@@ -276,6 +283,7 @@ class CrossQ:
             target_entropy=cfg.target_entropy if scale is None else -scale * action_dim,
             reward_normalizer=None if reward_normalizer is None else reward_normalizer.to(self.device),
         )
+        self.policy = CrossQPolicy(self.actor, self.critic, self.predict)  # sb3's model.policy, a view
         self.loss_module.make_value_estimator(gamma=cfg.gamma)
         optimizers = make_crossq_optimizers(
             self.loss_module,
@@ -553,8 +561,10 @@ class CrossQ:
             entries[key], batch_size = value, batch
         return TensorDict(entries, batch_size=batch_size, device=self.device)
 
-    def get_env(self) -> EnvBase | None:
-        return self.env
+    def get_env(self) -> Any:
+        """The training env as it was given: an sb3 VecEnv, a gymnasium VectorEnv or a TorchRL env; for an id or
+        a gymnasium env, sb3's VecEnv interface on the TorchRL env (:class:`~crossq_trl.compat.TorchRLVecEnv`)."""
+        return self._env_as_given
 
     def set_env(self, env: EnvLike, force_reset: bool = True) -> None:
         """Train on another env with the same observation and action spaces."""
@@ -566,6 +576,7 @@ class CrossQ:
         self.env, self._specs = new_env, new_specs
         if isinstance(getattr(self, "replay_buffer", None), HerReplayBuffer):
             self.replay_buffer.compute_reward = self._compute_reward
+        self._env_as_given = env_as_given(env, new_env)
         self.env_source = env if isinstance(env, str) else None
         if force_reset:
             self._env_snapshot = None

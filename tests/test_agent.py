@@ -37,7 +37,7 @@ def test_learn_through_the_facade(trained):
     assert len(model.replay_buffer) == 150
     assert model.update.num_updates == 150 - 50 + 1
     assert model.update.num_actor_updates == model.update.num_updates // 2
-    assert model.get_env() is model.env
+    assert model.get_env().env is model.env  # sb3's VecEnv interface on the TorchRL env (tests/test_compat.py)
     assert not model.actor.training
     # the BRN running statistics of the actor moved away from their initial (0, 1)
     stats = {k: v for k, v in model.actor.state_dict().items() if k.endswith("running_mean")}
