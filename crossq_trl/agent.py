@@ -243,13 +243,11 @@ class CrossQ:
         specs = {"observation_spec": self._specs["observation"], "action_spec": self._specs["action"]}
         sde = {"log_std_init": cfg.log_std_init, "use_expln": cfg.use_expln, "clip_mean": cfg.clip_mean}
         sde = {"use_sde": True, "sde_sample_freq": cfg.sde_sample_freq, **sde} if cfg.use_sde else {}
-        self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), device=self.device, **network, **head, **sde)
         keys = observation_keys(self._specs["observation"])
         specs["in_keys"] = keys
         actor_features, critic_features = self._features_extractors(keys)
-        self.actor = make_crossq_actor(
-            **specs, net_arch=cfg.actor_arch(), features_extractor=actor_features, device=self.device, **network, **sde
-        )
+        actor_options = {"features_extractor": actor_features, "device": self.device, **network, **head, **sde}
+        self.actor = make_crossq_actor(**specs, net_arch=cfg.actor_arch(), **actor_options)
         self.acting_policy = ActingPolicy(self.actor, compile=cfg.compile)
         self.action_noise, self.exploration_policy = None, self.acting_policy
         if cfg.action_noise is not None:

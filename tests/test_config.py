@@ -153,6 +153,9 @@ BAD_VALUES = [
     ("collector_backend", "slurm"),
     ("ray_address", "auto"),  # without collector_workers
     ("weight_sync_interval", 0),
+    ("features_extractor_class", "FlattenExtractor"),
+    ("features_extractor_kwargs", ["features_dim", 8]),
+    ("her_kwargs", "future"),
 ]
 
 
@@ -167,5 +170,6 @@ def test_every_validated_field_has_a_bad_value_case():
     free_form = {"batch_norm", "optimizer_kwargs", "seed", "compile", "replay_buffer_dir", "use_sde", "use_expln"}
     free_form |= {"optimize_memory_usage", "prioritized_replay"}
     free_form |= {"batch_renorm", "pre_activation_norm", "weight_norm", "weight_norm_head", "reward_normalization"}
+    free_form |= {"share_features_extractor", "normalize_images"}
     covered = {field for field, _ in BAD_VALUES}
     assert covered | free_form == set(CrossQConfig.field_names())

@@ -135,11 +135,16 @@ def test_preemption_signal_checkpoints_and_stops(tmp_path, signum):
 
 def test_a_second_signal_acts_as_without_the_handler():
     calls = []
-    with StopOnSignals(calls.append):
-        os.kill(os.getpid(), signal.SIGINT)
-        assert calls == ["SIGINT"]
-        with pytest.raises(KeyboardInterrupt):  # Python's own Ctrl-C handler is back
+    # Python's own Ctrl-C handler before, as in a plain process (a local Ray started by other tests replaces it).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopOnSignals(calls.append):
             os.kill(os.getpid(), signal.SIGINT)
+            assert calls == ["SIGINT"]
+            with pytest.raises(KeyboardInterrupt):  # Python's own Ctrl-C handler is back
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert calls == ["SIGINT"]
 
 

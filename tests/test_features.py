@@ -198,6 +198,10 @@ def test_facade_with_dict_observations_predicts_trains_saves_and_loads(tmp_path,
     assert action.shape == (2, 2)
     with pytest.raises(ValueError, match="grid"):
         model.predict({"position": np.zeros(3)})
+    vec_env = model.get_env()  # sb3's VecEnv view: Dict observations as dicts of (n_envs, *shape) arrays
+    first = vec_env.reset()
+    assert first["grid"].shape == (1, 2, 2) and first["position"].shape == (1, 3)
+    assert model.predict(first)[0].shape == (1, 2) and isinstance(vec_env.step(action[:1])[0], dict)
     path = model.save(tmp_path / "model.pt")
     loaded = CrossQ.load(path, env=DictEnv)
     np.testing.assert_array_equal(loaded.predict(observation, deterministic=True)[0], action)

@@ -11,6 +11,8 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 
+from crossq_trl.modules.specs import observation_keys
+
 _STEP_KEYS = ("reward", "done", "terminated", "truncated")
 _NO_SUB_ENVS = "this VecEnv view of a TorchRL env does not reach its sub-envs; use model.env, the TorchRL env."
 
@@ -21,24 +23,30 @@ def _space(spec) -> gym.spaces.Box:
 
 
 class TorchRLVecEnv:
-    """sb3's ``VecEnv`` calls on a TorchRL env with an ``observation`` vector (unbatched or ``[n_envs]``):
-    ``reset()`` returns the observations ``(n_envs, obs_dim)``; ``step(actions)`` returns
-    ``(obs, rewards, dones, infos)``, an env whose episode ended being reset within the step, with
-    ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]`` as sb3 writes them. It steps
-    the env itself, not a copy, as sb3's ``get_env()`` does. stable_baselines3 is not needed (nor is this an
-    instance of its ``VecEnv`` class).
+    """sb3's ``VecEnv`` calls on a TorchRL env (unbatched or ``[n_envs]``): ``reset()`` returns the
+    observations ``(n_envs, obs_dim)`` (for Dict observations a dict of such arrays, one per entry, as sb3's
+    ``DummyVecEnv``); ``step(actions)`` returns ``(obs, rewards, dones, infos)``, an env whose episode ended
+    being reset within the step, with ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]``
+    as sb3 writes them. It steps the env itself, not a copy, as sb3's ``get_env()`` does. stable_baselines3 is
+    not needed (nor is this an instance of its ``VecEnv`` class).
     """
 
     def __init__(self, env: EnvBase) -> None:
         self.env = env
         self.num_envs = max(env.batch_size.numel(), 1)
-        self.observation_space = _space(env.observation_spec_unbatched["observation"])
+        spec = env.observation_spec_unbatched
+        self._keys = observation_keys(spec)
+        self._spaces = {key: _space(spec[key]) for key in self._keys}
+        single = self._keys == ["observation"]
+        self.observation_space = self._spaces["observation"] if single else gym.spaces.Dict(self._spaces)
         self.action_space = _space(env.action_spec_unbatched)
         self._carrier: TensorDictBase | None = None
         self._actions: np.ndarray | None = None
 
-    def _observations(self, tensordict: TensorDictBase) -> np.ndarray:
-        return tensordict.get("observation").reshape(self.num_envs, -1).cpu().numpy()
+    def _observations(self, tensordict: TensorDictBase) -> np.ndarray | dict[str, np.ndarray]:
+        shapes = {key: self._spaces[key].shape for key in self._keys}
+        entries = {key: tensordict.get(key).reshape(self.num_envs, *shapes[key]).cpu().numpy() for key in self._keys}
+        return entries["observation"] if self._keys == ["observation"] else entries
 
     def seed(self, seed: int | None = None) -> None:
         self.env.set_seed(seed)
@@ -58,11 +66,13 @@ class TorchRLVecEnv:
         step, self._carrier = self.env.step_and_maybe_reset(self._carrier)
         result = step.get("next")
         flat = {key: result.get(key).reshape(self.num_envs).cpu().numpy() for key in _STEP_KEYS}
-        terminal = result.get("observation").reshape(self.num_envs, -1).cpu().numpy()
+        terminal = self._observations(result)
         done, time_limit = flat["done"], flat["truncated"] & ~flat["terminated"]  # sb3's TimeLimit.truncated
         infos: list[dict[str, Any]] = [{"TimeLimit.truncated": bool(cut)} for cut in time_limit]
         for i in np.flatnonzero(done):
-            infos[i]["terminal_observation"] = terminal[i]
+            infos[i]["terminal_observation"] = (
+                terminal[i] if isinstance(terminal, np.ndarray) else {key: value[i] for key, value in terminal.items()}
+            )
         return self._observations(self._carrier), flat["reward"], done, infos
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
