@@ -33,6 +33,8 @@ NETWORK = {"net_arch": [16, 16], "batch_renorm": BatchRenormConfig(warmup_steps=
 
 
 class LinearExtractor(nn.Module):
+    """A learnable extractor of sb3's form: built from the spec, ``features_dim``, a dict in (tests use it too)."""
+
     def __init__(self, observation_spec: Composite, features_dim: int = 6) -> None:
         super().__init__()
         self.flatten = FlattenExtractor(observation_spec)

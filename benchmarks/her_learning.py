@@ -34,30 +34,20 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def success_rate(model, env) -> float:
-    successes = 0
-    for episode in range(EVAL_EPISODES):
-        observation, _ = env.reset(seed=1000 + episode)
-        for _ in range(env.max_episode_steps):
-            observation, _, _, _, info = env.step(model.predict(observation, deterministic=True)[0])
-        successes += info["is_success"]
-    return successes / EVAL_EPISODES
-
-
 def run_cell(option: str, seed: int) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, str(ROOT.parent))
-    from benchmarks.point_goal_env import PointGoalEnv
+    from benchmarks.point_goal_env import PointGoalEnv, success_rate
     from crossq_trl import CrossQ
 
     torch.set_num_threads(1)
     start = time.perf_counter()
     model = CrossQ("MultiInputPolicy", PointGoalEnv, seed=seed, **COMMON, **OPTIONS[option])
-    curve = {0: success_rate(model, PointGoalEnv())}
+    curve = {0: success_rate(model, EVAL_EPISODES)}
     while model.num_timesteps < STEPS:
         model.learn(EVAL_EVERY, reset_num_timesteps=model.num_timesteps == 0)
-        curve[model.num_timesteps] = success_rate(model, PointGoalEnv())
+        curve[model.num_timesteps] = success_rate(model, EVAL_EPISODES)
     return {
         "option": option,
         "seed": seed,

@@ -42,3 +42,15 @@ class PointGoalEnv(gym.Env):
         reward = float(self.compute_reward(self.position, self.goal, {}))
         info = {"is_success": reward == 0.0}
         return self._observation(), reward, False, self.steps >= self.max_episode_steps, info
+
+
+def success_rate(model, episodes: int = 50) -> float:
+    """The deterministic policy's share of ``episodes`` fixed episodes (seeds 1000, 1001, ...) that end within reach
+    of the goal."""
+    env, successes = PointGoalEnv(), 0
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=1000 + episode)
+        for _ in range(env.max_episode_steps):
+            observation, _, _, _, info = env.step(model.predict(observation, deterministic=True)[0])
+        successes += info["is_success"]
+    return successes / episodes

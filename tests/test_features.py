@@ -13,6 +13,7 @@ from torch import nn
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from benchmarks.features_compile_check import LinearExtractor
 from crossq_trl import (
     ActingPolicy,
     CrossQ,
@@ -50,19 +51,6 @@ class DictEnv(gym.Env):
     def step(self, action):
         self.t += 1
         return self._observation(), float(action[0]), False, self.t >= 5, {}
-
-
-class LinearExtractor(nn.Module):
-    """A learnable extractor of sb3's form: built from the spec, ``features_dim``, a dict in."""
-
-    def __init__(self, observation_spec: Composite, features_dim: int = 4) -> None:
-        super().__init__()
-        self.flatten = FlattenExtractor(observation_spec)
-        self.linear = nn.Linear(self.flatten.features_dim, features_dim)
-        self.features_dim = features_dim
-
-    def forward(self, observations):
-        return torch.relu(self.linear(self.flatten(observations)))
 
 
 def batch(size: int = 8) -> TensorDict:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.point_goal_env import PointGoalEnv
+from benchmarks.point_goal_env import PointGoalEnv, success_rate
 from crossq_trl import CrossQ, HerReplayBuffer, make_env
 from crossq_trl.replay import build_replay_buffer
 from crossq_trl.replay.her import hindsight_goal_slots
@@ -153,16 +153,6 @@ def test_resume_with_her_is_bit_identical(tmp_path):
     assert isinstance(resumed.replay_buffer, HerReplayBuffer)
     for name, value in reference.loss_module.state_dict().items():
         assert torch.equal(resumed.loss_module.state_dict()[name], value), name
-
-
-def success_rate(model: CrossQ, episodes: int = 50) -> float:
-    env, successes = PointGoalEnv(), 0
-    for episode in range(episodes):
-        observation, _ = env.reset(seed=1000 + episode)
-        for _ in range(env.max_episode_steps):
-            observation, _, _, _, info = env.step(model.predict(observation, deterministic=True)[0])
-        successes += info["is_success"]
-    return successes / episodes
 
 
 @pytest.mark.slow
