@@ -158,7 +158,13 @@ class CrossQ:
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
         if _is_her(replay_buffer_class):
             config_kwargs["her_kwargs"] = _her_kwargs(replay_buffer_kwargs)
-            replay_buffer_class, replay_buffer_kwargs = None, {}
+            replay_buffer_class = None  # the remaining kwargs (storage, scratch_dir) still apply, as for any buffer
+            unknown = set(replay_buffer_kwargs) - {"storage", "scratch_dir"}
+            if unknown:
+                raise ValueError(
+                    f"replay_buffer_kwargs {sorted(unknown)} are not HerReplayBuffer options; it takes "
+                    f"{list(HER_KWARGS)} and storage / scratch_dir."
+                )
         policy_kwargs = dict(policy_kwargs or {})
         unknown = set(policy_kwargs) - set(POLICY_KWARGS)
         if unknown:

@@ -104,6 +104,12 @@ def test_options_are_checked():
         build_replay_buffer(HerReplayBuffer, buffer_size=64, batch_size=8, n_steps=3)
     with pytest.raises(ValueError, match="goal env"):
         CrossQ("MlpPolicy", "Pendulum-v1", replay_buffer_class="her", compile=False)
+    with pytest.raises(ValueError, match="n_sampled_goals"):  # a misspelt option is not dropped silently
+        CrossQ("MlpPolicy", PointGoalEnv, replay_buffer_class="her", replay_buffer_kwargs={"n_sampled_goals": 2})
+    memmap = CrossQ(
+        "MultiInputPolicy", PointGoalEnv, replay_buffer_class="her", replay_buffer_kwargs={"storage": "memmap"}
+    )
+    assert memmap.config.replay_buffer_storage == "memmap"  # storage applies to HER's buffer too
     with pytest.raises(NotImplementedError, match="copy_info_dict"):
         CrossQ("MlpPolicy", PointGoalEnv, replay_buffer_class="her", replay_buffer_kwargs={"copy_info_dict": True})
     buffer = build_replay_buffer(HerReplayBuffer, buffer_size=64, batch_size=8)
