@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import os
 import random
 from collections.abc import Callable
@@ -68,6 +70,19 @@ POLICY_KWARGS = (
 HER_KWARGS = ("n_sampled_goal", "goal_selection_strategy", "copy_info_dict")
 
 
+def _recording_passed_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """``__init__`` that first stores the names of the arguments its caller passed in ``self._passed_arguments``:
+    a variant's preset must not override an argument passed with its default value (``gradient_steps=1``)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args: Any, **kwargs: Any) -> None:
+        self._passed_arguments = set(signature.bind(self, *args, **kwargs).arguments)
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
 class CrossQ:
     """CrossQ with the API of ``sb3_contrib.CrossQ`` (``learn``, ``predict``, ``save``,
     ``load``, ...), built from TorchRL components that stay reachable: ``actor``,
@@ -118,6 +133,7 @@ class CrossQ:
         >>> model.save("crossq_pendulum.pt")
     """
 
+    @_recording_passed_arguments
     def __init__(
         self,
         policy: str,
@@ -196,6 +212,7 @@ class CrossQ:
             device=device,
             **policy_kwargs,
             **config_kwargs,
+            explicit_fields={*self._passed_arguments, *policy_kwargs, *config_kwargs} & set(CrossQConfig.field_names()),
         )
         self.verbose = verbose
         self.device = self.config.torch_device()

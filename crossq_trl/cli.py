@@ -10,6 +10,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,15 +30,23 @@ def _value(text: str):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("hyperparameters (CrossQConfig; defaults of sb3-contrib's CrossQ)")
+    """One flag per ``CrossQConfig`` field. A flag not given is absent from the parsed namespace (so a variant's
+    preset can tell a default left alone from one given explicitly); :func:`config_kwargs` collects the given."""
+    group = parser.add_argument_group(
+        "hyperparameters (CrossQConfig; defaults of sb3-contrib's CrossQ, or of the --variant preset)"
+    )
     for field in dataclasses.fields(CrossQConfig):
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"CrossQConfig.{field.name}"  # argparse shows the default only for flags with a help text
+        help_text = f"CrossQConfig.{field.name} (default: {field.default})"
         if field.type in ("bool", bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
-            default = field.default if field.default is not dataclasses.MISSING else None
-            group.add_argument(flag, type=_value, default=default, metavar="VALUE", help=help_text)
+            group.add_argument(flag, type=_value, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
+
+
+def config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``CrossQConfig`` fields given on the command line."""
+    return {name: getattr(args, name) for name in CrossQConfig.field_names() if hasattr(args, name)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +110,7 @@ def train(args: argparse.Namespace) -> None:
         model = CrossQ.resume(args.resume, **learn_kwargs, progress_bar=args.progress_bar)
         env_id = model.env_source
     else:
-        config = {name: getattr(args, name) for name in CrossQConfig.field_names()}
+        config = config_kwargs(args)
         logger = None if args.logger == "none" else args.logger
         model = CrossQ("MlpPolicy", args.env, verbose=1, logger=logger, log_dir=str(args.log_dir), **config)
         env_id = args.env

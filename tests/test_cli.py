@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crossq_trl import CrossQ, CrossQConfig
-from crossq_trl.cli import build_parser, main
+from crossq_trl.cli import build_parser, config_kwargs, main
 from crossq_trl.training import checkpoint as checkpoint_module
 from crossq_trl.training.checkpoint import load_checkpoint
 
@@ -127,15 +127,14 @@ def test_flag_values_are_parsed_as_python_literals():
             "{'betas': (0.9, 0.999)}",
         ]
     )
-    config = CrossQConfig(**{name: getattr(args, name) for name in CrossQConfig.field_names()})
+    config = CrossQConfig(**config_kwargs(args))
     assert config.train_freq == (2, "episode")
     assert config.entropy_coefficient() == (pytest.approx(0.1), False)
     assert config.actor_arch() == [8] and config.critic_arch() == [16]
     assert config.learning_rate == pytest.approx(3e-4)
     assert config.batch_norm is False
     assert config.optimizer_kwargs == {"betas": (0.9, 0.999)}
-    defaults = build_parser().parse_args(["train"])
-    assert CrossQConfig(**{name: getattr(defaults, name) for name in CrossQConfig.field_names()}) == CrossQConfig()
+    assert config_kwargs(build_parser().parse_args(["train"])) == {}  # no flag: the config's (or preset's) defaults
 
 
 def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):

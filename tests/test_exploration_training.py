@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crossq_trl import CrossQ, CrossQConfig
-from crossq_trl.cli import build_parser
+from crossq_trl.cli import build_parser, config_kwargs
 
 TINY = {"net_arch": [16, 16], "batch_size": 16, "compile": False, "seed": 0}
 
@@ -70,7 +70,7 @@ def test_exploration_flags_on_the_command_line():
     flags = ["train", "--use-sde", "--sde-sample-freq", "4", "--use-sde-at-warmup", "--log-std-init", "-2"]
     flags += ["--use-expln", "--clip-mean", "1.5", "--action-noise", "ou_0.2"]
     args = build_parser().parse_args(flags)
-    config = CrossQConfig(**{name: getattr(args, name) for name in CrossQConfig.field_names()})
+    config = CrossQConfig(**config_kwargs(args))
     assert config.use_sde and config.use_sde_at_warmup and config.use_expln
     assert (config.sde_sample_freq, config.log_std_init, config.clip_mean) == (4, -2, 1.5)
     assert config.action_noise == "ou_0.2"

@@ -20,7 +20,7 @@ from torchrl.data import (
 )
 
 from crossq_trl import CrossQ
-from crossq_trl.cli import build_parser
+from crossq_trl.cli import build_parser, config_kwargs
 from crossq_trl.replay import (
     MemoryOptimizedStorage,
     MinSegmentTree,
@@ -303,4 +303,4 @@ def test_command_line_flags_for_replay():
         ["train", "--prioritized-replay", "--prioritized-replay-alpha", "0.5", "--optimize-memory-usage"]
     )
     assert args.prioritized_replay and args.prioritized_replay_alpha == 0.5 and args.optimize_memory_usage
-    assert build_parser().parse_args(["train"]).prioritized_replay is False
+    assert "prioritized_replay" not in config_kwargs(build_parser().parse_args(["train"]))

@@ -237,6 +237,29 @@ def test_presets_build_what_their_sources_say():
     assert wn.config.gamma == 0.98  # an argument set away from its default wins over the preset
 
 
+def test_an_argument_passed_with_its_default_value_wins_over_the_preset(tmp_path):
+    """CrossQ(variant="xqc", gradient_steps=1) updates once per env step (the preset says 2), through the facade, the
+    CLI and a saved model; only the arguments left out take the preset's values."""
+    model = CrossQ(
+        "MlpPolicy",
+        "Pendulum-v1",
+        variant="xqc",
+        compile=False,
+        gradient_steps=1,
+        learning_starts=100,
+        policy_kwargs={"weight_norm_head": False},
+        critic_loss="mse",
+    )
+    cfg = model.config
+    assert (cfg.gradient_steps, cfg.learning_starts, cfg.weight_norm_head, cfg.critic_loss) == (1, 100, False, "mse")
+    assert (cfg.gamma, cfg.weight_norm, cfg.learning_rate) == (0.995, True, "lin_3e-4_3e-5")  # left out: preset
+    assert CrossQ.load(model.save(tmp_path / "xqc.pt")).config == cfg
+    assert CrossQConfig(variant="xqc", gradient_steps=1).gradient_steps == 2  # no caller to tell: at default
+    assert CrossQConfig(variant="xqc", gradient_steps=1, explicit_fields=["gradient_steps"]).gradient_steps == 1
+    with pytest.raises(ValueError, match=r"explicit_fields \['gradient_step'\] are not fields"):
+        CrossQConfig(explicit_fields=["gradient_step"])
+
+
 def test_plain_crossq_is_unchanged_by_the_variant_options():
     """variant='crossq' is the default configuration, field by field, and builds the same networks and numbers."""
     default, explicit = CrossQConfig(), CrossQConfig(variant="crossq")
@@ -302,10 +325,12 @@ def test_compiled_variant_update_matches_eager_in_two_graphs(observation_spec, a
 
 
 def test_cli_flag_selects_the_variant():
-    """crossq-trl train --variant xqc: the flags left at their defaults take the preset's values, others win."""
-    from crossq_trl.cli import build_parser
+    """crossq-trl train --variant xqc: the flags not given take the preset's values, the flags given win, even at
+    their default value."""
+    from crossq_trl.cli import build_parser, config_kwargs
 
-    args = build_parser().parse_args(["train", "Pendulum-v1", "--variant", "xqc", "--gradient-steps", "4"])
-    config = CrossQConfig(**{name: getattr(args, name) for name in CrossQConfig.field_names()})
-    assert (config.critic_loss, config.weight_norm_head, config.gradient_steps) == ("categorical", True, 4)
+    args = build_parser().parse_args(["train", "Pendulum-v1", "--variant", "xqc", "--gradient-steps", "1"])
+    model = CrossQ("MlpPolicy", "Pendulum-v1", compile=False, _init_setup_model=False, **config_kwargs(args))
+    config = model.config
+    assert (config.critic_loss, config.weight_norm_head, config.gradient_steps) == ("categorical", True, 1)
     assert config.categorical_support == (-5.0, 5.0, 101) and config.learning_rate == "lin_3e-4_3e-5"

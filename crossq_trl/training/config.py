@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, fields
+from collections.abc import Callable, Collection
+from dataclasses import MISSING, InitVar, asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -49,7 +49,9 @@ class CrossQConfig:
 
     Variants: ``variant`` ``"crossq"`` (default), ``"crossq_wn"`` or ``"xqc"`` gives every field left at its
     default the preset's value (:mod:`crossq_trl.training.variants`, with the sources); a field set to
-    another value wins. Their parts are options of their own: ``batch_renorm=False`` (plain batch norm),
+    another value wins, and so does one named in ``explicit_fields`` (the facade and the CLI name every argument
+    their caller passed, so ``CrossQ(variant="xqc", gradient_steps=1)`` updates once per env step).
+    Their parts are options of their own: ``batch_renorm=False`` (plain batch norm),
     ``pre_activation_norm`` (``Linear -> BN -> act`` blocks), ``weight_norm`` / ``weight_norm_head`` (hidden
     layers / output heads kept at unit norm per output unit), ``critic_loss`` ``"mse"`` or ``"categorical"``
     with ``categorical_support = (v_min, v_max, num_bins)``, ``reward_normalization`` (rewards scaled by the
@@ -134,9 +136,10 @@ class CrossQConfig:
     ray_address: str | None = None
     weight_sync_interval: int = 1
     her_kwargs: dict[str, Any] | None = None
+    explicit_fields: InitVar[Collection[str]] = ()
 
-    def __post_init__(self) -> None:
-        self._apply_variant()
+    def __post_init__(self, explicit_fields: Collection[str]) -> None:
+        self._apply_variant(explicit_fields)
         self.train_freq = self._parse_train_freq(self.train_freq)
         positive = ("buffer_size", "batch_size", "n_steps", "policy_delay", "n_envs", "n_critics", "n_eval_episodes")
         for name in positive:
@@ -174,11 +177,18 @@ class CrossQConfig:
         _check("her_kwargs", self.her_kwargs, "None (no HER) or a dict", lambda v: v is None or isinstance(v, dict))
         self.torch_device()
 
-    def _apply_variant(self) -> None:
-        """Give the fields still at their defaults the values of ``variant`` (:mod:`crossq_trl.training.variants`)."""
+    def _apply_variant(self, explicit_fields: Collection[str]) -> None:
+        """Give the fields still at their defaults, and not set explicitly, the values of ``variant``
+        (:mod:`crossq_trl.training.variants`)."""
         defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        unknown = set(explicit_fields) - set(defaults)
+        if unknown:
+            raise ValueError(f"CrossQConfig explicit_fields {sorted(unknown)} are not fields.")
         for name, value in variant_values(self.variant).items():
-            if getattr(self, name) == defaults[name] or (name == "optimizer_kwargs" and not self.optimizer_kwargs):
+            at_default = getattr(self, name) == defaults[name] or (
+                name == "optimizer_kwargs" and not self.optimizer_kwargs
+            )
+            if at_default and name not in explicit_fields:
                 setattr(self, name, value)
 
     def target_entropy_scale(self) -> float | None:
