@@ -467,6 +467,7 @@ class CrossQ:
             checkpoint_interval=checkpoint_interval,
             save_replay_buffer=save_replay_buffer,
             on_checkpoint_error=on_checkpoint_error,
+            learning_starts=cfg.learning_starts,
             callback=None if callback is None else lambda trainer: self._on_step(trainer, callback),
             extra_state=lambda: {
                 **self._model_state(),

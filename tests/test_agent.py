@@ -44,6 +44,17 @@ def test_learn_through_the_facade(trained):
     assert stats and any(v.abs().max() > 1e-3 for v in stats.values())
 
 
+def test_learning_starts_holds_when_learn_is_called_in_pieces():
+    """The first update runs at env step learning_starts however the random phase is split between learn calls
+    (the collector of a continued call counts its random frames from its own start)."""
+    model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=300, seed=0, **TINY)
+    model.learn(100)
+    model.learn(199, reset_num_timesteps=False)  # env step 299, in chunks of 1000 steps at most
+    assert (model.num_timesteps, model.update.num_updates) == (299, 0)
+    model.learn(11, reset_num_timesteps=False)
+    assert (model.num_timesteps, model.update.num_updates) == (310, 11)  # steps 300..310, as in one call
+
+
 def test_learn_continues_with_reset_num_timesteps_false():
     model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=20, seed=0, **TINY)
     model.learn(30)

@@ -68,7 +68,8 @@ class CrossQTrainer(Trainer):
     """A :class:`torchrl.trainers.Trainer` for CrossQ.
 
     Each collected batch goes into the replay buffer; once the collector is past its
-    ``init_random_frames`` (``learning_starts``, uniform random actions), the
+    ``init_random_frames`` (uniform random actions) and ``collected_frames`` (which a continued run starts at
+    its env step) past ``learning_starts``, the
     :class:`UpdateSchedule` decides how many updates run, each on a fresh replay sample
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
     actor and temperature every ``policy_delay``-th); with a prioritized buffer the priorities the update
@@ -124,6 +125,7 @@ class CrossQTrainer(Trainer):
         callback: Callback | None = None,
         extra_state: Callable[[], dict[str, Any]] | None = None,
         on_checkpoint_error: str = "stop",
+        learning_starts: int = 0,
     ) -> None:
         if on_checkpoint_error not in CHECKPOINT_ERROR_POLICIES:
             raise ValueError(f"on_checkpoint_error must be 'stop' or 'continue', got {on_checkpoint_error!r}.")
@@ -146,6 +148,10 @@ class CrossQTrainer(Trainer):
         if update.device.type == "cpu":
             keep_freed_memory()
         self.schedule = UpdateSchedule(train_freq, gradient_steps)
+        # TorchRL's Trainer updates once collected_frames reaches the collector's init_random_frames, which count
+        # from the collector's own start; a run continued at env step k (a second learn call, a resume) has
+        # collected_frames from k and init_random_frames learning_starts - k, so that check alone starts k early
+        self.learning_starts = learning_starts
         self.learning_rate = learning_rate
         self.verbose = verbose
         self.log_interval = log_interval
@@ -224,7 +230,7 @@ class CrossQTrainer(Trainer):
     def optim_steps(self, batch: TensorDictBase) -> None:
         """Run the updates due for this batch (replaces Trainer's fixed-count loop)."""
         num_updates = self._updates_due
-        if num_updates == 0:
+        if num_updates == 0 or self.collected_frames < self.learning_starts:
             return
         if self.learning_rate is not None:
             progress_remaining = max(0.0, 1.0 - self.collected_frames / self.total_frames)
