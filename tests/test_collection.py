@@ -162,3 +162,32 @@ def test_lean_env_refuses_a_matrix_action():
     env.action_space = gym.spaces.Box(-2.0, 2.0, (2, 2))
     with pytest.raises(ValueError, match=r"action shape \(2, 2\)\. Flatten it to \(4,\)"):
         LeanGymEnv(env)
+
+
+@pytest.mark.parametrize("env_id", ["InvertedPendulum-v5", "Pendulum-v1"])
+def test_random_rollout_gives_the_steps_of_the_step_loop(env_id):
+    """random_rollout (the random phase's chunks) against rand_action + step_and_maybe_reset: the same batch entry
+    by entry (episode ends, is_init marks and episode statistics included) and the same carrier, over two chunks."""
+    results = []
+    for chunked in (False, True):
+        env = LeanGymEnv(gym.make(env_id), mark_episode_start=True)
+        env.set_seed(5)
+        torch.manual_seed(0)
+        carrier, batches = env.reset(), []
+        for length in (70, 130):
+            if chunked:
+                batch, carrier = env.random_rollout(carrier, length)
+                batches.append(batch.clone())
+            else:
+                steps = []
+                for _ in range(length):
+                    step, carrier = env.step_and_maybe_reset(env.rand_action(carrier))
+                    steps.append(step.clone())
+                batches.append(torch.stack(steps))
+        results.append((torch.cat(batches), carrier))
+    (want, want_carrier), (ours, our_carrier) = results
+    assert want.get(("next", "done")).any() or env_id == "Pendulum-v1"
+    assert set(ours.keys(True, True)) == set(want.keys(True, True))
+    for key in want.keys(True, True):
+        torch.testing.assert_close(ours.get(key), want.get(key), rtol=0, atol=0, msg=str(key))
+    torch.testing.assert_close(our_carrier.select(*want_carrier.keys()), want_carrier, rtol=0, atol=0)

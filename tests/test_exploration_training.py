@@ -38,14 +38,17 @@ def test_gsde_matrices_per_rollout_and_sample_freq(options, expected):
 
 def test_use_sde_at_warmup_acts_with_the_policy_before_learning_starts(monkeypatch):
     model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=50, use_sde=True, use_sde_at_warmup=True, **TINY)
-    monkeypatch.setattr(model.env, "rand_action", lambda *args: pytest.fail("uniform random action at warm-up"))
+    for uniform_actions in ("rand_action", "random_rollout"):
+        monkeypatch.setattr(model.env, uniform_actions, lambda *args: pytest.fail("uniform random action at warm-up"))
     model.learn(60)
     assert model.update.num_updates == 60 - 50 + 1
     uniform = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=50, use_sde=True, **TINY)
-    calls = []
-    monkeypatch.setattr(uniform.env, "rand_action", lambda td: calls.append(1) or td.set("action", torch.zeros(1)))
+    random_rollout, lengths = uniform.env.random_rollout, []
+    monkeypatch.setattr(
+        uniform.env, "random_rollout", lambda td, length: lengths.append(length) or random_rollout(td, length)
+    )
     uniform.learn(50)
-    assert len(calls) == 50
+    assert sum(lengths) == 50
 
 
 def test_action_noise_moves_collected_actions_within_bounds():

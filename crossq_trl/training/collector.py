@@ -21,7 +21,8 @@ class CrossQCollector(Collector):
     a small env step costs. During the random phase, whose steps never wait for an update,
     batches are up to ``random_frames_per_batch`` steps long (a multiple of
     ``frames_per_batch``), so the per-batch work of the collector, the trainer and the
-    replay buffer is paid once per chunk. Any other setup (batched or parallel envs, device
+    replay buffer is paid once per chunk, and an env with ``random_rollout`` (LeanGymEnv on the CPU) writes each
+    chunk in one call, without a TensorDict per step. Any other setup (batched or parallel envs, device
     casts) uses the generic loop. Batches are returned without a copy
     (``return_same_td``): consume them before asking for the next one.
 
@@ -38,6 +39,9 @@ class CrossQCollector(Collector):
         self._exclude_private_keys = False  # nothing here writes private keys: skip the per-batch key scan
         self.random_frames_per_batch = max(self.frames_per_batch, random_frames_per_batch)
         self._lean = self.env.batch_size == torch.Size([]) and self.policy_device in (None, self.env_device)
+        # an env that writes a random-phase batch in one call (LeanGymEnv on the CPU) does so
+        random_rollout = getattr(self.env, "random_rollout", None)
+        self._random_rollout = random_rollout if self._lean and self.env.device == torch.device("cpu") else None
         self._env_failed = False
 
     def _should_use_random_frames(self) -> bool:
@@ -59,6 +63,13 @@ class CrossQCollector(Collector):
                 self._env_failed = True
                 raise EnvStepError(f"Collecting a batch failed: {type(err).__name__}: {err}") from err
         random = self._should_use_random_frames()
+        if random and self._random_rollout is not None:
+            try:
+                batch, self._carrier = self._random_rollout(self._carrier, self._batch_length())
+            except Exception as err:
+                self._env_failed = True
+                raise EnvStepError(f"env.step raised {type(err).__name__}: {err}") from err
+            return batch if self.storing_device in (None, batch.device) else batch.to(self.storing_device)
         steps = []
         with set_exploration_type(self.exploration_type):
             for _ in range(self._batch_length()):
