@@ -80,6 +80,7 @@ class LeanGymEnv(EnvBase):
         )
         self._dict_observation = isinstance(env.observation_space, gym.spaces.Dict)
         self._observation_keys = list(observation_specs)
+        self._rollout_length: int | None = None  # the length random_rollout's buffers were made for
         self._mark_episode_start = mark_episode_start
         if mark_episode_start:
             self.observation_spec["is_init"] = flag.clone()
@@ -214,7 +215,7 @@ class LeanGymEnv(EnvBase):
     def _rollout_buffers(self, length: int) -> tuple[TensorDict, dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The batch :meth:`random_rollout` fills, and numpy views of its root and ``next`` entries; made once per
         ``length``."""
-        if getattr(self, "_rollout_length", None) != length:
+        if self._rollout_length != length:
             specs = self.observation_spec
             keys = [
                 *self._observation_keys,
