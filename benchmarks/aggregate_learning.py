@@ -62,6 +62,19 @@ def bootstrap_ci(
     return np.quantile(stats, alpha, axis=0), np.quantile(stats, 1 - alpha, axis=0)
 
 
+def difference_ci(
+    ours: np.ndarray, theirs: np.ndarray, reps: int = 5000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """IQM(ours) - IQM(theirs) and its percentile bootstrap CI, each group's runs resampled on their own."""
+    ours, theirs = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+    rng = np.random.default_rng(seed)
+    resampled = [iqm(runs[rng.integers(0, len(runs), size=(reps, len(runs)))], axis=1) for runs in (ours, theirs)]
+    differences = resampled[0] - resampled[1]
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(differences, [alpha, 1 - alpha])
+    return float(iqm(ours) - iqm(theirs)), float(low), float(high)
+
+
 def load_cells(results: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
     cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for path in sorted(results.glob("*.json")):
@@ -190,6 +203,49 @@ def write_tables(summary: dict[tuple[str, str], dict[str, Any]], envs: list[str]
     (out / f"{name}.md").write_text("\n".join(lines + notes) + "\n")
 
 
+def comparison_lines(cells, summary, envs: list[str]) -> list[str]:
+    """Each variant cell against plain CrossQ (``crossq_trl``) at the same update-to-data ratio: the differences
+    of the IQM final and mean eval returns (per env step: the same steps, the same evaluations) with bootstrap
+    CIs, and the ratio of the steady env steps/s (the speed cost; cells run at different times)."""
+    lines = []
+    for env_id in envs:
+        for impl in sorted({impl for env, impl in cells if env == env_id}, key=_order):
+            name, _, utd = impl.partition("@")
+            reference = "crossq_trl" + (f"@{utd}" if utd else "")
+            if name in IMPLS or (env_id, reference) not in cells:
+                continue
+            ours, plain = cells[(env_id, impl)], cells[(env_id, reference)]
+            final = difference_ci([r["final_return"] for r in ours], [r["final_return"] for r in plain])
+            auc = difference_ci(
+                [np.mean(r["curve"]["mean_return"]) for r in ours], [np.mean(r["curve"]["mean_return"]) for r in plain]
+            )
+            speed = _ratio(
+                summary[(env_id, impl)]["env_steps_per_s_steady"],
+                summary[(env_id, reference)]["env_steps_per_s_steady"],
+            )
+            lines.append(
+                f"| {env_id} | {label(impl)} | {len(ours)} vs {len(plain)} | "
+                f"{final[0]:+,.0f} [{final[1]:+,.0f}, {final[2]:+,.0f}] | "
+                f"{auc[0]:+,.0f} [{auc[1]:+,.0f}, {auc[2]:+,.0f}] | {_fmt(speed, 2)} |"
+            )
+    if not lines:
+        return []
+    return [
+        "",
+        "## Against plain CrossQ at the same update-to-data ratio",
+        "",
+        "| env | variant | seeds | final return, difference [95% CI] | mean eval return, difference [95% CI] "
+        "| steady env steps/s, ratio |",
+        "|---|---|---|---|---|---|",
+        *lines,
+        "",
+        "Differences of IQMs (variant minus plain CrossQ), percentile bootstrap CIs resampling each side's seeds; "
+        "a CI that excludes 0 is a difference these seeds resolve. The mean eval return compares the runs per env "
+        "step (same steps, same evaluation schedule). Speed ratio: variant / plain, steady env steps/s, from cells "
+        "that ran at different times (two at once on 2 cores).",
+    ]
+
+
 def plot_curves(cells, envs: list[str], out: Path, name: str) -> Path | None:
     try:
         import matplotlib
@@ -239,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = {key: summarize(records) for key, records in cells.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     write_tables(summary, envs, args.out, args.name)
+    comparison = comparison_lines(cells, summary, envs)
+    if comparison:
+        with (args.out / f"{args.name}.md").open("a") as f:
+            f.write("\n".join(comparison) + "\n")
     plot = plot_curves(cells, envs, args.out, args.name)
     print((args.out / f"{args.name}.md").read_text())
     print(f"wrote {args.out / f'{args.name}.md'}, {args.out / f'{args.name}.csv'}" + (f", {plot}" if plot else ""))
