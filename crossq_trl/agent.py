@@ -34,7 +34,7 @@ from crossq_trl.modules.specs import observation_keys
 from crossq_trl.objectives.crossq_loss import CrossQLoss
 from crossq_trl.objectives.return_normalizer import ReturnNormalizer
 from crossq_trl.replay import TensorPrioritizedSampler, build_replay_buffer
-from crossq_trl.replay.her import HerReplayBuffer, goal_strategy_name
+from crossq_trl.replay.her import HerReplayBuffer, her_options, is_her_buffer_class
 from crossq_trl.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crossq_trl.training.collector import CrossQCollector
 from crossq_trl.training.config import CrossQConfig
@@ -67,7 +67,6 @@ POLICY_KWARGS = (
     "share_features_extractor",
     "normalize_images",
 )
-HER_KWARGS = ("n_sampled_goal", "goal_selection_strategy", "copy_info_dict")
 
 
 def _recording_passed_arguments(init: Callable[..., None]) -> Callable[..., None]:
@@ -172,15 +171,9 @@ class CrossQ:
         if policy not in ("MlpPolicy", "CrossQPolicy", "MultiInputPolicy"):
             raise ValueError(f"Only 'MlpPolicy' / 'MultiInputPolicy' are available (no CnnPolicy), got {policy!r}.")
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
-        if _is_her(replay_buffer_class):
-            config_kwargs["her_kwargs"] = _her_kwargs(replay_buffer_kwargs)
-            replay_buffer_class = None  # the remaining kwargs (storage, scratch_dir) still apply, as for any buffer
-            unknown = set(replay_buffer_kwargs) - {"storage", "scratch_dir"}
-            if unknown:
-                raise ValueError(
-                    f"replay_buffer_kwargs {sorted(unknown)} are not HerReplayBuffer options; it takes "
-                    f"{list(HER_KWARGS)} and storage / scratch_dir."
-                )
+        if is_her_buffer_class(replay_buffer_class):
+            config_kwargs["her_kwargs"] = her_options(replay_buffer_kwargs)  # storage options stay, as for any buffer
+            replay_buffer_class = None
         policy_kwargs = dict(policy_kwargs or {})
         unknown = set(policy_kwargs) - set(POLICY_KWARGS)
         if unknown:
@@ -728,20 +721,3 @@ class CrossQ:
             raise CheckpointError(f"{str(path)!r} holds no replay buffer (kind={data.get('kind')!r}).")
         self.replay_buffer.empty()
         load_replay_buffer_state(self.replay_buffer, data["replay_buffer"])
-
-
-def _is_her(replay_buffer_class: Any) -> bool:
-    """``"her"``, :class:`HerReplayBuffer`, or sb3's ``HerReplayBuffer`` class (same name, same options)."""
-    if isinstance(replay_buffer_class, str):
-        return replay_buffer_class.lower() == "her"
-    return isinstance(replay_buffer_class, type) and replay_buffer_class.__name__ == "HerReplayBuffer"
-
-
-def _her_kwargs(replay_buffer_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Take sb3's HER options out of ``replay_buffer_kwargs``."""
-    options = {key: replay_buffer_kwargs.pop(key) for key in HER_KWARGS if key in replay_buffer_kwargs}
-    if options.pop("copy_info_dict", False):
-        raise NotImplementedError("copy_info_dict=True: infos are not stored (compute_reward gets empty ones).")
-    if "goal_selection_strategy" in options:  # a name, also for sb3's enum: the config holds plain data
-        options["goal_selection_strategy"] = goal_strategy_name(options["goal_selection_strategy"])
-    return options

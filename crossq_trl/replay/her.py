@@ -33,12 +33,38 @@ from torch import Tensor
 from crossq_trl.training.replay_buffer import CrossQReplayBuffer
 
 GOAL_SELECTION_STRATEGIES = ("future", "final", "episode")
+HER_OPTIONS = ("n_sampled_goal", "goal_selection_strategy", "copy_info_dict")  # sb3's HerReplayBuffer kwargs
+STORAGE_OPTIONS = ("storage", "scratch_dir")  # replay_buffer_kwargs of every buffer the facade builds
 ComputeReward = Callable[[np.ndarray, np.ndarray, Any], Any]
 
 
 def goal_strategy_name(strategy: Any) -> str:
     """``"future"``, ``"final"`` or ``"episode"`` from a name or from sb3's ``GoalSelectionStrategy`` enum."""
     return str(getattr(strategy, "name", strategy)).lower()
+
+
+def is_her_buffer_class(replay_buffer_class: Any) -> bool:
+    """``"her"``, :class:`HerReplayBuffer`, or sb3's ``HerReplayBuffer`` class (same name, same options)."""
+    if isinstance(replay_buffer_class, str):
+        return replay_buffer_class.lower() == "her"
+    return isinstance(replay_buffer_class, type) and replay_buffer_class.__name__ == "HerReplayBuffer"
+
+
+def her_options(replay_buffer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """sb3's HER options, taken out of ``replay_buffer_kwargs`` (which may keep only the storage options), as
+    plain data: the goal strategy by name, also when given as sb3's enum."""
+    options = {key: replay_buffer_kwargs.pop(key) for key in HER_OPTIONS if key in replay_buffer_kwargs}
+    unknown = set(replay_buffer_kwargs) - set(STORAGE_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"replay_buffer_kwargs {sorted(unknown)} are not HerReplayBuffer options; it takes {list(HER_OPTIONS)} "
+            f"and {' / '.join(STORAGE_OPTIONS)}."
+        )
+    if options.pop("copy_info_dict", False):
+        raise NotImplementedError("copy_info_dict=True: infos are not stored (compute_reward gets empty ones).")
+    if "goal_selection_strategy" in options:
+        options["goal_selection_strategy"] = goal_strategy_name(options["goal_selection_strategy"])
+    return options
 
 
 def hindsight_goal_slots(
