@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from crossq_trl import ActingPolicy, CrossQ, CrossQConfig, EnvStepError, make_crossq_actor
-from crossq_trl.cli import build_parser
+from crossq_trl.cli import build_parser, config_kwargs
 from crossq_trl.distributed import PolicyWeightPush, collectors, make_distributed_collector, run_jobs
 from crossq_trl.training.checkpoint import load_checkpoint
 
@@ -58,7 +58,8 @@ def test_config_refuses_what_workers_cannot_do():
     with pytest.raises(ValueError, match="collector_backend must be 'ray' or 'multiprocess'"):
         CrossQConfig(collector_workers=2, collector_backend="slurm")
     args = build_parser().parse_args(["train", "--collector-workers", "3", "--ray-address", "10.0.0.1:6379"])
-    assert (args.collector_workers, args.ray_address, args.collector_backend) == (3, "10.0.0.1:6379", "ray")
+    config = CrossQConfig(**config_kwargs(args))
+    assert (config.collector_workers, config.ray_address, config.collector_backend) == (3, "10.0.0.1:6379", "ray")
 
 
 def test_ray_backend_without_ray_names_the_extra(monkeypatch, observation_spec, action_spec):
