@@ -109,8 +109,9 @@ PROTOCOLS: dict[str, Protocol] = {
         out=RESULTS_DIR / "learning_full",
     ),
     # The variants against plain CrossQ at a short budget that fits about two hours of 2 CPU cores: every
-    # implementation gets the CPU suite's networks (with the presets' critics of 2 x 512 and 4 x 512 units and UTD 2,
-    # an env step costs 5x and 14x one of plain CrossQ [256] at UTD 1 here), the rest from the variant's preset; the cell sets the update-to-data ratio.
+    # implementation gets the CPU suite's networks (with the presets' critics of 2 x 512 and 4 x 512 units and
+    # UTD 2, an env step costs 5x and 14x one of plain CrossQ [256] at UTD 1 here), the rest from the variant's
+    # preset; the cell sets the update-to-data ratio.
     "variants": Protocol(
         envs={
             "HalfCheetah-v5": EnvSetting(total_steps=10_000, policy_delay=3, learning_starts=1000),
