@@ -79,21 +79,23 @@ class Protocol:
 
 
 _MUJOCO_FULL = EnvSetting(total_steps=1_000_000, policy_delay=3, learning_starts=5000)
+# Small enough for a 2-core CPU; RL Zoo settings for Pendulum-v1.
+_CPU_SUITE = Protocol(
+    envs={
+        "Pendulum-v1": EnvSetting(total_steps=20_000, policy_delay=2, learning_starts=100),
+        "InvertedPendulum-v5": EnvSetting(total_steps=10_000, policy_delay=3, learning_starts=1000),
+        "HalfCheetah-v5": EnvSetting(total_steps=30_000, policy_delay=3, learning_starts=5000),
+    },
+    seeds=(0, 1, 2),
+    net_arch={"pi": [256, 256], "qf": [256, 256]},
+    eval_freq=2000,
+    n_eval_envs=1,
+    n_eval_episodes=10,
+    out=RESULTS_DIR / "learning",
+)
+_MUJOCO_SHORT = EnvSetting(total_steps=10_000, policy_delay=3, learning_starts=1000)
 PROTOCOLS: dict[str, Protocol] = {
-    # Small enough for a 2-core CPU; RL Zoo settings for Pendulum-v1.
-    "cpu": Protocol(
-        envs={
-            "Pendulum-v1": EnvSetting(total_steps=20_000, policy_delay=2, learning_starts=100),
-            "InvertedPendulum-v5": EnvSetting(total_steps=10_000, policy_delay=3, learning_starts=1000),
-            "HalfCheetah-v5": EnvSetting(total_steps=30_000, policy_delay=3, learning_starts=5000),
-        },
-        seeds=(0, 1, 2),
-        net_arch={"pi": [256, 256], "qf": [256, 256]},
-        eval_freq=2000,
-        n_eval_envs=1,
-        n_eval_episodes=10,
-        out=RESULTS_DIR / "learning",
-    ),
+    "cpu": _CPU_SUITE,
     # The sb3-contrib benchmark (RL Zoo crossq.yml MuJoCo defaults, default [1024, 1024] critic),
     # `python train.py --algo crossq --env ENV --n-eval-envs 5 --eval-episodes 20 --eval-freq 25000`.
     "full": Protocol(
@@ -108,20 +110,13 @@ PROTOCOLS: dict[str, Protocol] = {
         n_eval_episodes=20,
         out=RESULTS_DIR / "learning_full",
     ),
-    # The variants against plain CrossQ at a short budget that fits about two hours of 2 CPU cores: every
-    # implementation gets the CPU suite's networks (with the presets' critics of 2 x 512 and 4 x 512 units and
-    # UTD 2, an env step costs 5x and 14x one of plain CrossQ [256] at UTD 1 here), the rest from the variant's
-    # preset; the cell sets the update-to-data ratio.
-    "variants": Protocol(
-        envs={
-            "HalfCheetah-v5": EnvSetting(total_steps=10_000, policy_delay=3, learning_starts=1000),
-            "Hopper-v5": EnvSetting(total_steps=10_000, policy_delay=3, learning_starts=1000),
-        },
-        seeds=(0, 1, 2),
-        net_arch={"pi": [256, 256], "qf": [256, 256]},
-        eval_freq=2000,
-        n_eval_envs=1,
-        n_eval_episodes=10,
+    # The variants against plain CrossQ at a short budget that fits about two hours of 2 CPU cores: the CPU
+    # suite's networks, seeds and evaluation for every implementation (with the presets' critics of 2 x 512 and
+    # 4 x 512 units and UTD 2, an env step costs 5x and 14x one of plain CrossQ [256] at UTD 1 here), the rest
+    # from the variant's preset; the cell sets the update-to-data ratio.
+    "variants": replace(
+        _CPU_SUITE,
+        envs={"HalfCheetah-v5": _MUJOCO_SHORT, "Hopper-v5": _MUJOCO_SHORT},
         out=RESULTS_DIR / "learning_variants",
         impls=("crossq_trl", *VARIANT_IMPLS),
         utds=(1, 2),
