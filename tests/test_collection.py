@@ -7,13 +7,16 @@ import gymnasium as gym
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
 from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, StepCounter, TransformedEnv
 from torchrl.envs.utils import ExplorationType, check_env_specs
 
-from crossq_trl import CrossQLoss, make_crossq_actor, make_crossq_critic, make_env, make_replay_buffer
+from crossq_trl import ActingPolicy, CrossQLoss, make_crossq_actor, make_crossq_critic, make_env, make_replay_buffer
+from crossq_trl.exploration import AdditiveActionNoise, OrnsteinUhlenbeckActionNoise
 from crossq_trl.training.collector import CrossQCollector
+from crossq_trl.training.faults import EnvStepError
 from crossq_trl.training.lean_gym_env import LeanGymEnv
 
 
@@ -69,18 +72,21 @@ def test_make_env_builds_lean_envs_and_keeps_other_torchrl_envs():
     assert {"episode_reward", "step_count"} <= set(wrapped.observation_spec.keys())
 
 
+@pytest.mark.parametrize("acting", [False, True], ids=["actor", "acting_policy"])
 @pytest.mark.parametrize("random_frames", [0, 300])
-def test_crossq_collector_collects_what_torchrls_collector_collects(random_frames):
+def test_crossq_collector_collects_what_torchrls_collector_collects(random_frames, acting):
     """Same env seed, policy and torch seed: the lean loop yields the transitions of TorchRL's generic loop (random
-    phase in long chunks included, then one step per batch)."""
+    phase in long chunks included, then one step per batch). The actor writes its distribution's entries too and
+    steps through the per-step loop; the ActingPolicy writes the action only, and its steps are buffered."""
     collected = []
     for collector_class in (Collector, CrossQCollector):
         torch.manual_seed(0)
         env = make_env("Pendulum-v1", seed=0)
         actor = make_crossq_actor(env, net_arch=[8]).eval()
+        policy = ActingPolicy(actor) if acting else actor
         collector = collector_class(
             env,
-            actor,
+            policy,
             frames_per_batch=1,
             total_frames=400,
             init_random_frames=random_frames,
@@ -91,6 +97,8 @@ def test_crossq_collector_collects_what_torchrls_collector_collects(random_frame
             batch.select("observation", "action", ("next", "reward"), ("next", "done")).clone() for batch in collector
         ]
         collected.append((torch.cat(batches), [batch.numel() for batch in batches]))
+        if collector_class is CrossQCollector:
+            assert collector._policy_writes_action_only == acting
         collector.shutdown()
     (want, want_sizes), (ours, our_sizes) = collected
     torch.testing.assert_close(ours, want)
@@ -164,24 +172,32 @@ def test_lean_env_refuses_a_matrix_action():
         LeanGymEnv(env)
 
 
+@pytest.mark.parametrize("with_policy", [False, True], ids=["random", "policy"])
 @pytest.mark.parametrize("env_id", ["InvertedPendulum-v5", "Pendulum-v1"])
-def test_random_rollout_gives_the_steps_of_the_step_loop(env_id):
-    """random_rollout (the random phase's chunks) against rand_action + step_and_maybe_reset: the same batch entry
-    by entry (episode ends, is_init marks and episode statistics included) and the same carrier, over two chunks."""
+def test_buffered_rollout_gives_the_steps_of_the_step_loop(env_id, with_policy):
+    """buffered_rollout against step_and_maybe_reset with rand_action (the random phase's chunks) or with the acting
+    policy plus action noise (which restarts on is_init): the same batch entry by entry (episode ends, is_init marks
+    and episode statistics included) and the same carrier, over chunks of several lengths."""
     results = []
-    for chunked in (False, True):
+    for buffered in (False, True):
         env = LeanGymEnv(gym.make(env_id), mark_episode_start=True)
         env.set_seed(5)
         torch.manual_seed(0)
+        policy = None
+        if with_policy:
+            actor = make_crossq_actor(env, net_arch=[8])
+            noise = OrnsteinUhlenbeckActionNoise(torch.zeros(1), 0.5 * torch.ones(1))
+            policy = TensorDictSequential(ActingPolicy(actor), AdditiveActionNoise(noise, env.action_spec))
         carrier, batches = env.reset(), []
-        for length in (70, 130):
-            if chunked:
-                batch, carrier = env.random_rollout(carrier, length)
+        for length in (70, 1, 130):
+            if buffered:
+                batch, carrier = env.buffered_rollout(carrier, length, policy)
                 batches.append(batch.clone())
             else:
                 steps = []
                 for _ in range(length):
-                    step, carrier = env.step_and_maybe_reset(env.rand_action(carrier))
+                    acted = env.rand_action(carrier) if policy is None else policy(carrier)
+                    step, carrier = env.step_and_maybe_reset(acted)
                     steps.append(step.clone())
                 batches.append(torch.stack(steps))
         results.append((torch.cat(batches), carrier))
@@ -191,3 +207,27 @@ def test_random_rollout_gives_the_steps_of_the_step_loop(env_id):
     for key in want.keys(True, True):
         torch.testing.assert_close(ours.get(key), want.get(key), rtol=0, atol=0, msg=str(key))
     torch.testing.assert_close(our_carrier.select(*want_carrier.keys()), want_carrier, rtol=0, atol=0)
+
+
+def test_buffered_rollout_tells_env_errors_from_policy_errors():
+    """An env that raises mid-chunk: EnvStepError with the steps completed before it and the env's error as cause;
+    a policy that raises: its own error, untouched."""
+    env = LeanGymEnv(gym.make("Pendulum-v1"))
+    step, calls = env._env.step, []
+
+    def failing_step(action):
+        calls.append(action)
+        if len(calls) == 5:
+            raise RuntimeError("simulator exploded")
+        return step(action)
+
+    env._env.step = failing_step
+    with pytest.raises(EnvStepError, match=r"env\.step raised RuntimeError: simulator exploded") as error:
+        env.buffered_rollout(env.reset(), 10)
+    assert error.value.completed == 4 and isinstance(error.value.__cause__, RuntimeError)
+
+    def broken_policy(step):
+        raise KeyError("no such entry")
+
+    with pytest.raises(KeyError, match="no such entry"):
+        env.buffered_rollout(env.reset(), 3, broken_policy)

@@ -38,14 +38,22 @@ def test_gsde_matrices_per_rollout_and_sample_freq(options, expected):
 
 def test_use_sde_at_warmup_acts_with_the_policy_before_learning_starts(monkeypatch):
     model = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=50, use_sde=True, use_sde_at_warmup=True, **TINY)
-    for uniform_actions in ("rand_action", "random_rollout"):
-        monkeypatch.setattr(model.env, uniform_actions, lambda *args: pytest.fail("uniform random action at warm-up"))
+    monkeypatch.setattr(model.env, "rand_action", lambda *args: pytest.fail("uniform random action at warm-up"))
+    rollout, policies = model.env.buffered_rollout, []
+    monkeypatch.setattr(
+        model.env,
+        "buffered_rollout",
+        lambda td, length, policy=None: policies.append(policy) or rollout(td, length, policy),
+    )
     model.learn(60)
     assert model.update.num_updates == 60 - 50 + 1
+    assert len(policies) == 60 and None not in policies  # every step acted with the policy
     uniform = CrossQ("MlpPolicy", "Pendulum-v1", learning_starts=50, use_sde=True, **TINY)
-    random_rollout, lengths = uniform.env.random_rollout, []
+    rollout, lengths = uniform.env.buffered_rollout, []
     monkeypatch.setattr(
-        uniform.env, "random_rollout", lambda td, length: lengths.append(length) or random_rollout(td, length)
+        uniform.env,
+        "buffered_rollout",
+        lambda td, length, policy=None: lengths.append(length if policy is None else 0) or rollout(td, length, policy),
     )
     uniform.learn(50)
     assert sum(lengths) == 50

@@ -18,11 +18,13 @@ class CrossQCollector(Collector):
     ``env.step_and_maybe_reset``, then the next carrier, and the steps stacked once. The
     generic loop spends about 0.3 ms per step on CPU (device casts, trajectory ids, a
     stack into preallocated buffers, a clone, a scan for private keys), several times what
-    a small env step costs. During the random phase, whose steps never wait for an update,
+    a small env step costs. An env with ``buffered_rollout`` (LeanGymEnv on the CPU) goes further and writes
+    each batch in one call into preallocated arrays, without a TensorDict per step: every batch of the random
+    phase, and every batch of a policy that writes the action only (CrossQ's acting policy, with or without
+    action noise). During the random phase, whose steps never wait for an update,
     batches are up to ``random_frames_per_batch`` steps long (a multiple of
     ``frames_per_batch``), so the per-batch work of the collector, the trainer and the
-    replay buffer is paid once per chunk, and an env with ``random_rollout`` (LeanGymEnv on the CPU) writes each
-    chunk in one call, without a TensorDict per step. Any other setup (batched or parallel envs, device
+    replay buffer is paid once per chunk. Any other setup (batched or parallel envs, device
     casts) uses the generic loop. Batches are returned without a copy
     (``return_same_td``): consume them before asking for the next one.
 
@@ -39,9 +41,11 @@ class CrossQCollector(Collector):
         self._exclude_private_keys = False  # nothing here writes private keys: skip the per-batch key scan
         self.random_frames_per_batch = max(self.frames_per_batch, random_frames_per_batch)
         self._lean = self.env.batch_size == torch.Size([]) and self.policy_device in (None, self.env_device)
-        # an env that writes a random-phase batch in one call (LeanGymEnv on the CPU) does so
-        random_rollout = getattr(self.env, "random_rollout", None)
-        self._random_rollout = random_rollout if self._lean and self.env.device == torch.device("cpu") else None
+        # an env that writes a batch of steps in one call (LeanGymEnv on the CPU) does so: every batch of the random
+        # phase, and those of a policy that writes the action only (others write more keys into each step)
+        buffered_rollout = getattr(self.env, "buffered_rollout", None)
+        self._buffered_rollout = buffered_rollout if self._lean and self.env.device == torch.device("cpu") else None
+        self._policy_writes_action_only = set(self._policy_output_keys) == {"action"}
         self._env_failed = False
 
     def _should_use_random_frames(self) -> bool:
@@ -63,12 +67,14 @@ class CrossQCollector(Collector):
                 self._env_failed = True
                 raise EnvStepError(f"Collecting a batch failed: {type(err).__name__}: {err}") from err
         random = self._should_use_random_frames()
-        if random and self._random_rollout is not None:
+        if self._buffered_rollout is not None and (random or self._policy_writes_action_only):
+            policy = None if random else self._wrapped_policy
             try:
-                batch, self._carrier = self._random_rollout(self._carrier, self._batch_length())
-            except Exception as err:
+                with set_exploration_type(self.exploration_type):
+                    batch, self._carrier = self._buffered_rollout(self._carrier, self._batch_length(), policy)
+            except EnvStepError:
                 self._env_failed = True
-                raise EnvStepError(f"env.step raised {type(err).__name__}: {err}") from err
+                raise
             return batch if self.storing_device in (None, batch.device) else batch.to(self.storing_device)
         steps = []
         with set_exploration_type(self.exploration_type):

@@ -7,10 +7,12 @@ transform, spec checks, ``step_mdp``) against 0.15 ms for a MuJoCo step itself: 
 network that is more than the gradient update. This env produces the same keys and values
 (float32 observations, ``reward``, ``done``/``terminated``/``truncated``, ``episode_reward``
 and ``step_count``) and implements ``step_and_maybe_reset`` and ``rand_action`` directly, and
-``random_rollout`` for the random phase, which writes its steps into preallocated arrays.
+``buffered_rollout``, which writes a batch of steps into preallocated arrays.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -20,6 +22,7 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from crossq_trl.modules.specs import check_vector_action
+from crossq_trl.training.faults import EnvStepError
 
 _DONE_KEYS = ("done", "terminated", "truncated")
 _RESERVED_KEYS = (*_DONE_KEYS, "reward", "action", "episode_reward", "step_count", "is_init", "next")
@@ -80,7 +83,8 @@ class LeanGymEnv(EnvBase):
         )
         self._dict_observation = isinstance(env.observation_space, gym.spaces.Dict)
         self._observation_keys = list(observation_specs)
-        self._rollout_length: int | None = None  # the length random_rollout's buffers were made for
+        self._rollout_length: int | None = None  # the length buffered_rollout's buffers were made for
+        self._rows_of: TensorDict | None = None  # the batch whose per-step views _rollout_rows made
         self._mark_episode_start = mark_episode_start
         if mark_episode_start:
             self.observation_spec["is_init"] = flag.clone()
@@ -95,11 +99,14 @@ class LeanGymEnv(EnvBase):
 
     def _observations(self, observation: np.ndarray | dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         if self._dict_observation:
-            return {
-                key: torch.as_tensor(value, dtype=torch.float32, device=self.device)
-                for key, value in observation.items()
-            }
-        return {"observation": torch.as_tensor(observation, dtype=torch.float32, device=self.device)}
+            return {key: self._tensor(np.array(value, dtype=np.float32)) for key, value in observation.items()}
+        return {"observation": self._tensor(np.array(observation, dtype=np.float32))}
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` as a tensor on the env's device (``torch.from_numpy``: a third of ``torch.tensor``'s cost, which
+        counts at a few tensors per step)."""
+        tensor = torch.from_numpy(array)
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
     def _root(
         self,
@@ -109,7 +116,7 @@ class LeanGymEnv(EnvBase):
         terminated: bool,
         truncated: bool,
     ) -> TensorDict:
-        flags = torch.tensor([terminated or truncated, terminated, truncated], device=self.device)
+        flags = self._tensor(np.array([terminated or truncated, terminated, truncated]))
         # _new_unsafe skips the constructor's per-entry checks (shape, device), half of its cost; every entry
         # here is built with the right shape on the env's device. TorchRL uses it on its own hot paths.
         return TensorDict._new_unsafe(
@@ -138,7 +145,7 @@ class LeanGymEnv(EnvBase):
         action = tensordict.get("action")
         action = (action if action.device.type == "cpu" else action.cpu()).numpy()
         observation, reward, terminated, truncated, _ = self._env.step(action)
-        reward = torch.tensor([float(reward)], dtype=torch.float32, device=self.device)
+        reward = self._tensor(np.array([reward], dtype=np.float32))
         episode_reward = tensordict.get("episode_reward", None)
         step_count = tensordict.get("step_count", None)
         episode_reward = reward if episode_reward is None else episode_reward + reward
@@ -157,19 +164,29 @@ class LeanGymEnv(EnvBase):
             return tensordict, self._reset()
         return tensordict, next_td.exclude("reward")
 
-    def random_rollout(self, carrier: TensorDictBase, length: int) -> tuple[TensorDictBase, TensorDictBase]:
-        """``length`` steps from ``carrier`` with uniform random actions: the steps that ``length`` calls of
-        :meth:`rand_action` and :meth:`step_and_maybe_reset` give, stacked, and the next step's carrier.
+    def buffered_rollout(
+        self, carrier: TensorDictBase, length: int, policy: Callable[[TensorDictBase], TensorDictBase] | None = None
+    ) -> tuple[TensorDictBase, TensorDictBase]:
+        """``length`` steps from ``carrier``, stacked, and the next step's carrier: the steps that ``length`` calls
+        of :meth:`step_and_maybe_reset` give, with the actions of :meth:`rand_action` (``policy=None``) or of
+        ``policy``.
 
-        Per step it only copies numbers into arrays allocated once per ``length`` (the batch returned views them,
-        so the next call overwrites it: consume it first); what that skips, a TensorDict and a dozen small
-        tensors per step and their stack, costs more host time than a MuJoCo step.
+        ``policy`` is called on each step's root entries (observations, episode statistics, done flags and
+        ``is_init``, as a TensorDict of views) and must write the ``action`` entry, and only that. An error of the
+        env (in ``step`` or ``reset``) is raised as :class:`~crossq_trl.training.faults.EnvStepError`, with the
+        steps completed before it; the policy's errors pass through as they are. Per step the
+        rollout only copies numbers into arrays allocated once per ``length`` (the batch returned views them, so
+        the next call overwrites it: consume it first); what that skips, a TensorDict and a dozen small tensors per
+        step and their stack, costs more host time than a MuJoCo step.
         """
         if length < 1:
-            raise ValueError(f"random_rollout needs length >= 1, got {length}.")
+            raise ValueError(f"buffered_rollout needs length >= 1, got {length}.")
         batch, root, nxt = self._rollout_buffers(length)
-        actions = self._random_actions(length).numpy()
-        root["action"][:] = actions
+        actions = root["action"]
+        if policy is None:
+            actions[:] = self._random_actions(length).numpy()
+        else:
+            rows = self._rollout_rows(batch)
         flag_keys = (*_DONE_KEYS, "is_init") if self._mark_episode_start else _DONE_KEYS
         for key in flag_keys:
             root[key][:], nxt[key][:] = False, False
@@ -181,7 +198,13 @@ class LeanGymEnv(EnvBase):
             for key in self._observation_keys:
                 root[key][i] = observation[key]
             root["episode_reward"][i], root["step_count"][i] = episode_reward, step_count
-            gym_observation, reward, terminated, truncated, _ = self._env.step(actions[i])
+            if policy is not None:
+                actions[i] = policy(rows[i]).get("action").numpy()
+            try:
+                gym_observation, reward, terminated, truncated, _ = self._env.step(actions[i])
+                reset_observation = self._env.reset()[0] if terminated or truncated else None
+            except Exception as err:
+                raise EnvStepError(f"env.step raised {type(err).__name__}: {err}", completed=i) from err
             reward = np.float32(reward)
             episode_reward, step_count = np.float32(episode_reward + reward), step_count + 1  # float32 as torch adds
             observation = self._observation_dict(gym_observation)
@@ -189,17 +212,21 @@ class LeanGymEnv(EnvBase):
                 nxt[key][i] = observation[key]
             nxt["reward"][i], nxt["episode_reward"][i], nxt["step_count"][i] = reward, episode_reward, step_count
             nxt["done"][i], nxt["terminated"][i], nxt["truncated"][i] = terminated or truncated, terminated, truncated
-            if terminated or truncated:
-                gym_observation = self._env.reset()[0]
+            if reset_observation is not None:
+                gym_observation = reset_observation
                 observation = self._observation_dict(gym_observation)
                 episode_reward, step_count = np.float32(0.0), 0
                 if self._mark_episode_start and i + 1 < length:
                     root["is_init"][i + 1] = True
         next_carrier = self._root(
-            gym_observation, torch.tensor([episode_reward]), torch.tensor([step_count]), False, False
+            gym_observation,
+            self._tensor(np.array([episode_reward], dtype=np.float32)),
+            self._tensor(np.array([step_count], dtype=np.int64)),
+            False,
+            False,
         )
         if self._mark_episode_start:
-            next_carrier.set("is_init", torch.tensor([step_count == 0]))
+            next_carrier.set("is_init", self._tensor(np.array([step_count == 0])))
         return batch, next_carrier
 
     def _random_actions(self, count: int) -> torch.Tensor:
@@ -213,7 +240,7 @@ class LeanGymEnv(EnvBase):
         return observation if self._dict_observation else {"observation": observation}
 
     def _rollout_buffers(self, length: int) -> tuple[TensorDict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """The batch :meth:`random_rollout` fills, and numpy views of its root and ``next`` entries; made once per
+        """The batch :meth:`buffered_rollout` fills, and numpy views of its root and ``next`` entries; made once per
         ``length``."""
         if self._rollout_length != length:
             specs = self.observation_spec
@@ -235,6 +262,13 @@ class LeanGymEnv(EnvBase):
             arrays = ({key: value.numpy() for key, value in entries.items()} for entries in (root, nxt))
             self._rollout_length, self._rollout = length, (batch, *arrays)
         return self._rollout
+
+    def _rollout_rows(self, batch: TensorDict) -> tuple[TensorDictBase, ...]:
+        """The root entries of each step of :meth:`_rollout_buffers`' ``batch``, as TensorDicts of views (the
+        policy's inputs); made once per batch."""
+        if self._rows_of is not batch:
+            self._rows_of, self._rows = batch, batch.exclude("next").unbind(0)
+        return self._rows
 
     def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
         """A uniform random action in the bounds (the numbers ``action_spec.rand()`` draws)."""
