@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensordict import MemoryMappedTensor, TensorDict
 from torchrl.collectors import Collector
-from torchrl.data import LazyMemmapStorage, LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, RandomSampler, TensorDictReplayBuffer, TensorStorage
 from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, StepCounter, TransformedEnv
 from torchrl.envs.utils import ExplorationType, check_env_specs
 
@@ -115,7 +115,12 @@ def transitions(n: int, start: int, dtype: torch.dtype = torch.float32) -> Tenso
     )
 
 
-@pytest.mark.parametrize("kind", ["memory", "bfloat16", "memmap"])
+def deviceless_storage(capacity: int) -> TensorStorage:
+    """A storage given its (device-less) TensorDict, so that its device is None."""
+    return TensorStorage(transitions(capacity, 0).set("index", torch.zeros(capacity, dtype=torch.long)), device="auto")
+
+
+@pytest.mark.parametrize("kind", ["memory", "bfloat16", "memmap", "deviceless"])
 def test_replay_fast_path_stores_and_samples_what_the_generic_one_does(kind, tmp_path):
     """Extends of 1 and of several transitions (the cursor wrapping around the capacity), then samples under the
     same seed: the fast buffer holds, reports and returns exactly what TorchRL's generic buffer does (a memory-mapped
@@ -124,6 +129,7 @@ def test_replay_fast_path_stores_and_samples_what_the_generic_one_does(kind, tmp
         "memory": LazyTensorStorage,  # written through numpy views of the stored tensors
         "bfloat16": LazyTensorStorage,  # a dtype numpy lacks: written by torch
         "memmap": lambda capacity: LazyMemmapStorage(capacity, scratch_dir=tempfile.mkdtemp(dir=tmp_path)),
+        "deviceless": deviceless_storage,  # samples built by TensorDict's checked constructor
     }
     dtype = torch.bfloat16 if kind == "bfloat16" else torch.float32
     generic, fast = generic_and_fast_buffers(storage=storages[kind])

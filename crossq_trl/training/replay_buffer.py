@@ -65,7 +65,7 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
 
     def _entries(self) -> dict:
         """The storage's tensors by key, cached while the storage object is the same, along with what
-        :meth:`extend` writes through (``_targets``)."""
+        :meth:`extend` writes through (``_targets``) and whether they all lie on the storage's device."""
         storage = self._storage._storage
         if getattr(self, "_entries_of", None) is not storage:
             self._entries_of = storage
@@ -73,6 +73,9 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             self._targets = {
                 key: (entry, _numpy_view(entry), tuple(entry.shape[1:])) for key, entry in self._entries_cache.items()
             }
+            self._entries_on_device = all(
+                entry.device == self._storage.device for entry in self._entries_cache.values()
+            )
         return self._entries_cache
 
     def extend(self, tensordicts: TensorDictBase, *, update_priority: bool | None = None) -> torch.Tensor:
@@ -118,7 +121,8 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
         index = self._storage._rand_given_ndim(size)
         entries = {key: entry for key, entry in self._entries().items() if key != "index"}
         if self.n_steps == 1:
-            source = {key: entry[index] for key, entry in entries.items()}
+            # entry[index] gathers the same rows, at ~5.6 us against 3.6 us for index_select (256 of [1M, 3])
+            source = {key: torch.index_select(entry, 0, index) for key, entry in entries.items()}
         else:
             capacity = self._storage.max_size
             newest = (self._writer._cursor - 1) % capacity
@@ -132,6 +136,8 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
                 capacity=capacity,
             )
         source["index"] = index
+        if self._entries_on_device:  # nothing to move: the unchecked constructor builds the same TensorDict, faster
+            return TensorDict._new_unsafe(_nested(source), batch_size=torch.Size([size]), device=self._storage.device)
         return TensorDict(source, batch_size=[size], device=self._storage.device)
 
 
@@ -142,6 +148,20 @@ def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
         return tensor.numpy()
     except (RuntimeError, TypeError):
         return None
+
+
+def _nested(flat: dict) -> dict:
+    """``{("next", "reward"): x}`` as ``{"next": {"reward": x}}``, the nesting ``TensorDict._new_unsafe`` reads, in
+    the key order ``TensorDict``'s constructor gives: the string keys first, then those it nests."""
+    nested = {key: value for key, value in flat.items() if isinstance(key, str)}
+    for key, value in flat.items():
+        if not isinstance(key, str):
+            *parents, leaf = key
+            node = nested
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+    return nested
 
 
 def make_storage(buffer_size: int, *, storage: str = "memory", scratch_dir: str | None = None) -> TensorStorage:
