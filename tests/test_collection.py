@@ -3,13 +3,15 @@ TorchRL's Collector, and the replay buffer's fast path against TorchRL's generic
 
 from __future__ import annotations
 
+import tempfile
+
 import gymnasium as gym
 import pytest
 import torch
-from tensordict import TensorDict
+from tensordict import MemoryMappedTensor, TensorDict
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
-from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, RandomSampler, TensorDictReplayBuffer, TensorStorage
 from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, StepCounter, TransformedEnv
 from torchrl.envs.utils import ExplorationType, check_env_specs
 
@@ -18,6 +20,7 @@ from crossq_trl.exploration import AdditiveActionNoise, OrnsteinUhlenbeckActionN
 from crossq_trl.training.collector import CrossQCollector
 from crossq_trl.training.faults import EnvStepError
 from crossq_trl.training.lean_gym_env import LeanGymEnv
+from crossq_trl.training.replay_buffer import CrossQReplayBuffer
 
 
 def reference_env(env_id: str) -> TransformedEnv:
@@ -107,32 +110,51 @@ def test_crossq_collector_collects_what_torchrls_collector_collects(random_frame
     assert our_sizes == expected_sizes
 
 
-def generic_and_fast_buffers(capacity: int = 7):
-    generic = TensorDictReplayBuffer(storage=LazyTensorStorage(capacity), sampler=RandomSampler(), batch_size=4)
-    return generic, make_replay_buffer(capacity, 4)
+def generic_and_fast_buffers(capacity: int = 7, storage=LazyTensorStorage):
+    generic = TensorDictReplayBuffer(storage=storage(capacity), sampler=RandomSampler(), batch_size=4)
+    fast = CrossQReplayBuffer(storage=storage(capacity), sampler=RandomSampler(), batch_size=4)
+    return generic, fast
 
 
-def transitions(n: int, start: int) -> TensorDict:
-    values = torch.arange(start, start + n, dtype=torch.float32)
+def transitions(n: int, start: int, dtype: torch.dtype = torch.float32) -> TensorDict:
+    values = torch.arange(start, start + n, dtype=dtype)
     return TensorDict(
         {"observation": values[:, None].expand(n, 3).clone(), ("next", "reward"): values[:, None].clone()}, [n]
     )
 
 
-def test_replay_fast_path_stores_and_samples_what_the_generic_one_does():
+def deviceless_storage(capacity: int) -> TensorStorage:
+    """A storage given its (device-less) TensorDict, so that its device is None."""
+    return TensorStorage(transitions(capacity, 0).set("index", torch.zeros(capacity, dtype=torch.long)), device="auto")
+
+
+@pytest.mark.parametrize("kind", ["memory", "bfloat16", "memmap", "deviceless"])
+def test_replay_fast_path_stores_and_samples_what_the_generic_one_does(kind, tmp_path):
     """Extends of 1 and of several transitions (the cursor wrapping around the capacity), then samples under the
-    same seed: the fast buffer holds, reports and returns exactly what TorchRL's generic buffer does."""
-    generic, fast = generic_and_fast_buffers()
+    same seed: the fast buffer holds, reports and returns exactly what TorchRL's generic buffer does (a memory-mapped
+    one in its files too)."""
+    storages = {
+        "memory": LazyTensorStorage,  # written through numpy views of the stored tensors
+        "bfloat16": LazyTensorStorage,  # a dtype numpy lacks: written by torch
+        "memmap": lambda capacity: LazyMemmapStorage(capacity, scratch_dir=tempfile.mkdtemp(dir=tmp_path)),
+        "deviceless": deviceless_storage,  # samples built by TensorDict's checked constructor
+    }
+    dtype = torch.bfloat16 if kind == "bfloat16" else torch.float32
+    generic, fast = generic_and_fast_buffers(storage=storages[kind])
     start = 0
     for n in (1, 3, 1, 4, 2, 1):
         for buffer in (generic, fast):
-            buffer.extend(transitions(n, start))
+            buffer.extend(transitions(n, start, dtype))
         start += n
         assert len(fast) == len(generic)
         assert fast._writer._cursor == generic._writer._cursor
         assert fast.write_count == generic.write_count
         torch.testing.assert_close(fast[:], generic[:])
     assert fast._fast_path()
+    if kind == "memmap":
+        for key, entry in fast.storage._storage.items(True, True):
+            on_disk = MemoryMappedTensor.from_filename(entry.filename, entry.dtype, entry.shape)
+            torch.testing.assert_close(on_disk, generic.storage._storage[key], msg=str(key))
     for seed in range(3):
         samples = []
         for buffer in (generic, fast):
@@ -140,6 +162,24 @@ def test_replay_fast_path_stores_and_samples_what_the_generic_one_does():
             samples.append(buffer.sample())
         torch.testing.assert_close(samples[1], samples[0])
         assert samples[1].batch_size == (4,)
+        assert samples[1].device == samples[0].device == fast.storage.device
+
+
+def test_replay_fast_path_casts_and_reshapes_what_it_writes_like_torch():
+    """Transitions of another dtype or shape than the stored ones (float64 into float32 storage, a flat reward) are
+    written by torch (numpy copies only the stored dtype and shape): stored cast and reshaped."""
+    wide = transitions(3, 1, torch.float64) / 3
+    flat = transitions(2, 4)
+    flat["next", "reward"] = flat["next", "reward"].reshape(2)
+    expected, fast = make_replay_buffer(7, 4), make_replay_buffer(7, 4)
+    for buffer, batches in (
+        (expected, (wide.apply(lambda value: value.float()), transitions(2, 4))),
+        (fast, (wide, flat)),
+    ):
+        buffer.extend(transitions(1, 0))
+        for batch in batches:
+            buffer.extend(batch)
+    torch.testing.assert_close(fast[:], expected[:], rtol=0, atol=0)
 
 
 def test_a_collector_leaves_the_actors_brn_statistics_alone():

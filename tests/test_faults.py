@@ -13,6 +13,7 @@ import threading
 import gymnasium as gym
 import pytest
 import torch
+from tensordict import TensorDict
 
 from crossq_trl import CheckpointSaveError, CrossQ, EnvStepError, NonFiniteError, TrainingInterrupted
 from crossq_trl.training import checkpoint as checkpoint_module
@@ -102,6 +103,21 @@ def test_nonfinite_reward_from_the_env_names_the_env_step(tmp_path):
     with pytest.raises(NonFiniteError, match=r"^Non-finite next reward \(NaN or inf\) collected at env step 37\. "):
         model.learn(100)
     assert len(model.replay_buffer) == 36  # the NaN never reached the replay buffer
+
+
+def test_transition_check_tells_large_finite_values_from_nonfinite_ones():
+    """The check first sums the float values: large finite ones whose sum overflows still pass, and an inf among
+    them is named with its key and env step."""
+    model = CrossQ("MlpPolicy", "Pendulum-v1", **TINY)
+    model.learn(5)
+    large = torch.finfo(torch.float32).max
+    transitions = TensorDict(  # [1 env, 2 steps]
+        {"observation": torch.full((1, 2, 3), large), ("next", "reward"): torch.full((1, 2, 1), large)}, [1, 2]
+    )
+    model.trainer._check_transitions(transitions)
+    transitions["observation"][0, 1, 2] = math.inf
+    with pytest.raises(NonFiniteError, match=r"^Non-finite observation \(NaN or inf\) collected at env step 7\. "):
+        model.trainer._check_transitions(transitions)
 
 
 # --- preemption signals ----------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import (
@@ -31,9 +32,10 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
     step or policy call. When the buffer is the plain kind, a 1-D ``TensorStorage``
     written round-robin and sampled uniformly with replacement, without transforms, and
     once the storage exists, :meth:`extend` writes each stored entry's tensor directly at
-    the cursor and :meth:`sample` indexes them directly, drawing the indices exactly as
-    ``RandomSampler`` does: the buffer holds and returns the same data as through the
-    generic path (tests), and every other use of the buffer is TorchRL's own.
+    the cursor (through a numpy view of it where it can) and :meth:`sample` indexes them
+    directly, drawing the indices exactly as ``RandomSampler`` does: the buffer holds and
+    returns the same data as through the generic path (tests), and every other use of the
+    buffer is TorchRL's own.
 
     With ``n_steps > 1`` each sampled transition becomes an n-step one (:func:`n_step_entries`, as sb3's
     ``NStepReplayBuffer``: discount ``gamma``, the transitions of ``n_envs`` envs stored time-major, one env
@@ -62,25 +64,45 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
         )
 
     def _entries(self) -> dict:
-        """The storage's tensors by key, cached while the storage object is the same."""
+        """The storage's tensors by key, cached while the storage object is the same, along with what
+        :meth:`extend` writes through (``_targets``) and whether they all lie on the storage's device."""
         storage = self._storage._storage
         if getattr(self, "_entries_of", None) is not storage:
             self._entries_of = storage
             self._entries_cache = dict(storage.items(include_nested=True, leaves_only=True))
+            self._targets = {
+                key: (entry, _numpy_view(entry), tuple(entry.shape[1:])) for key, entry in self._entries_cache.items()
+            }
+            self._entries_on_device = all(
+                entry.device == self._storage.device for entry in self._entries_cache.values()
+            )
         return self._entries_cache
 
     def extend(self, tensordicts: TensorDictBase, *, update_priority: bool | None = None) -> torch.Tensor:
         if not self._fast_path() or not isinstance(tensordicts, TensorDictBase) or tensordicts.ndim != 1:
             return super().extend(tensordicts, update_priority=update_priority)
-        entries = self._entries()
+        self._entries()  # and the write targets
         count, capacity = tensordicts.shape[0], self._storage.max_size
         cursor = self._writer._cursor
-        index = torch.arange(cursor, cursor + count) % capacity
-        data = {key: tensordicts.get(key) for key in entries if key != "index"}
-        data["index"] = index
-        positions = slice(cursor, cursor + count) if cursor + count <= capacity else index
-        for key, entry in entries.items():
-            entry[positions] = data[key].reshape(entry[positions].shape)
+        wraps = cursor + count > capacity
+        if wraps:
+            index = torch.arange(cursor, cursor + count) % capacity
+            positions = index
+        else:
+            index = torch.from_numpy(np.arange(cursor, cursor + count, dtype=np.int64))  # half torch.arange's cost
+            positions = slice(cursor, cursor + count)
+        values = dict(tensordicts.items(include_nested=True, leaves_only=True))
+        values["index"] = index
+        # A few values written through a numpy view of the stored tensor cost ~0.5 us, through torch indexing ~3 us
+        # (~25 us into a MemoryMappedTensor, whose numpy view writes through to its file). Numpy copies only values
+        # of the stored dtype and shape; torch casts and reshapes the others, and scatters a write that wraps.
+        for key, (entry, array, features) in self._targets.items():
+            value, shape = values[key], (count, *features)
+            source = None if array is None or wraps else _numpy_view(value)
+            if source is not None and source.dtype == array.dtype and source.shape == shape:
+                array[positions] = source
+            else:
+                entry[positions] = value.reshape(shape)
         self._writer._cursor = (cursor + count) % capacity
         self._writer._write_count += count
         self._storage._len = min(self._storage._len + count, capacity)
@@ -99,7 +121,8 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
         index = self._storage._rand_given_ndim(size)
         entries = {key: entry for key, entry in self._entries().items() if key != "index"}
         if self.n_steps == 1:
-            source = {key: entry[index] for key, entry in entries.items()}
+            # entry[index] gathers the same rows, at ~5.6 us against 3.6 us for index_select (256 of [1M, 3])
+            source = {key: torch.index_select(entry, 0, index) for key, entry in entries.items()}
         else:
             capacity = self._storage.max_size
             newest = (self._writer._cursor - 1) % capacity
@@ -113,7 +136,32 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
                 capacity=capacity,
             )
         source["index"] = index
+        if self._entries_on_device:  # nothing to move: the unchecked constructor builds the same TensorDict, faster
+            return TensorDict._new_unsafe(_nested(source), batch_size=torch.Size([size]), device=self._storage.device)
         return TensorDict(source, batch_size=[size], device=self._storage.device)
+
+
+def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
+    """``tensor.numpy()``, a view of its memory, or None where numpy cannot view it (not on CPU, a dtype numpy
+    lacks such as bfloat16, a tensor requiring grad)."""
+    try:
+        return tensor.numpy()
+    except (RuntimeError, TypeError):
+        return None
+
+
+def _nested(flat: dict) -> dict:
+    """``{("next", "reward"): x}`` as ``{"next": {"reward": x}}``, the nesting ``TensorDict._new_unsafe`` reads, in
+    the key order ``TensorDict``'s constructor gives: the string keys first, then those it nests."""
+    nested = {key: value for key, value in flat.items() if isinstance(key, str)}
+    for key, value in flat.items():
+        if not isinstance(key, str):
+            *parents, leaf = key
+            node = nested
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+    return nested
 
 
 def make_storage(buffer_size: int, *, storage: str = "memory", scratch_dir: str | None = None) -> TensorStorage:

@@ -3,6 +3,7 @@ policy delay, evaluation, logging and resumable checkpoints)."""
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -207,6 +208,12 @@ class CrossQTrainer(Trainer):
     def _check_transitions(self, transitions: TensorDictBase) -> None:
         """Refuse NaN or infinite observations, actions and rewards before they reach the replay buffer (CPU
         tensors: no device sync). ``transitions`` is ``[*envs, time]``; the error names the env step."""
+        # The sum of all the float values is finite unless one of them is NaN or inf (or a sum overflows, and the
+        # search below finds nothing): one reduction per entry, ~4 us, where isfinite().all() costs ~10 us. (items,
+        # not values: faster here.)
+        floats = (value for _, value in transitions.items(True, True) if value.is_floating_point())
+        if math.isfinite(sum(value.sum().item() for value in floats)):
+            return
         for key, value in transitions.items(True, True):
             if not value.is_floating_point() or value.isfinite().all():
                 continue
