@@ -1,0 +1,213 @@
+"""Host time per env step of crossq_trl's training loop in the learning phase, and where it goes.
+
+One env (HalfCheetah-v5), one update per env step, the ``CrossQ`` facade with the benchmark settings of
+``training_throughput.py`` (actor [256, 256], critic ``--critic``, batch 256, policy_delay 3). After
+``learning_starts`` random steps and the compile, ``--steps`` learning steps are timed twice:
+
+- with the real update: host time = wall time minus the time inside ``CrossQUpdate.__call__`` (which returns when
+  its work is done on CPU). This is what a run pays; the update leaves the caches cold for the Python that
+  follows it, so the same host code runs slower than alone;
+- with the update replaced by a stand-in that only writes the batch's priorities and returns the last metrics:
+  the host work alone, warm caches.
+
+Each part is timed by wrapping its method (inclusive times; the nested ones are subtracted to give each part its
+own): the acting policy (``ActingPolicy.forward``), the env step with the rollout's bookkeeping
+(``LeanGymEnv.buffered_rollout`` without the policy), the rest of the collector (``CrossQCollector.rollout``
+without the env), the replay write with its NaN check (``CrossQTrainer._store``), the replay sample
+(``CrossQTrainer._sample``) and what is left of TorchRL's Trainer loop and hooks. Results:
+``benchmarks/results/host_overhead.{md,json}``.
+
+    python benchmarks/host_overhead.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_utils import (
+    ACTOR_ARCH,
+    BATCH_SIZE,
+    POLICY_DELAY,
+    RESULTS_DIR,
+    log,
+    machine_info,
+    machine_markdown,
+    median,
+    write_results,
+)
+from tensordict import TensorDictBase
+
+from crossq_trl import ActingPolicy, CrossQ
+from crossq_trl.training.collector import CrossQCollector
+from crossq_trl.training.lean_gym_env import LeanGymEnv
+from crossq_trl.training.trainer import CrossQTrainer
+from crossq_trl.training.update import CrossQUpdate
+
+ENV_ID = "HalfCheetah-v5"
+TIMED = {  # part -> (class, method); inclusive times
+    "policy": (ActingPolicy, "forward"),
+    "rollout": (LeanGymEnv, "buffered_rollout"),
+    "collector": (CrossQCollector, "rollout"),
+    "replay write": (CrossQTrainer, "_store"),
+    "replay sample": (CrossQTrainer, "_sample"),
+    "update": (CrossQUpdate, "__call__"),
+}
+
+
+@contextmanager
+def timed_methods(totals: dict[str, float]) -> Iterator[None]:
+    """Wrap the methods of ``TIMED`` so that each call adds its duration to ``totals[part]``."""
+    originals = {part: getattr(cls, name) for part, (cls, name) in TIMED.items()}
+
+    def timer(part: str, method: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                totals[part] += time.perf_counter() - start
+
+        return wrapper
+
+    for part, (cls, name) in TIMED.items():
+        setattr(cls, name, timer(part, originals[part]))
+    try:
+        yield
+    finally:
+        for part, (cls, name) in TIMED.items():
+            setattr(cls, name, originals[part])
+
+
+@contextmanager
+def stand_in_update() -> Iterator[None]:
+    """``CrossQUpdate.__call__`` replaced by one that writes zero priorities and returns the last metrics."""
+    original = CrossQUpdate.__call__
+    last: dict[int, TensorDictBase] = {}
+
+    def stand_in(self: CrossQUpdate, batch: TensorDictBase) -> TensorDictBase:
+        if id(self) not in last:
+            last[id(self)] = original(self, batch)
+        self.num_updates += 1
+        batch.set(self.loss.tensor_keys.priority, torch.zeros(batch.shape[0]))
+        return last[id(self)].clone()
+
+    CrossQUpdate.__call__ = stand_in
+    try:
+        yield
+    finally:
+        CrossQUpdate.__call__ = original
+
+
+def parts_per_step(totals: dict[str, float], wall: float, steps: int) -> dict[str, float]:
+    """Each part's own time per env step, in microseconds (nested parts subtracted)."""
+    own = {
+        "acting policy": totals["policy"],
+        "env step and rollout bookkeeping": totals["rollout"] - totals["policy"],
+        "collector (rest)": totals["collector"] - totals["rollout"],
+        "replay write and NaN check": totals["replay write"],
+        "replay sample": totals["replay sample"],
+        "TorchRL Trainer loop and hooks (rest)": wall
+        - totals["collector"]
+        - totals["replay write"]
+        - totals["replay sample"]
+        - totals["update"],
+    }
+    per_step = {part: 1e6 * seconds / steps for part, seconds in own.items()}
+    per_step["host total"] = sum(per_step.values())
+    per_step["update"] = 1e6 * totals["update"] / steps
+    return per_step
+
+
+def measure(model: CrossQ, steps: int) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    with timed_methods(totals):
+        start = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        wall = time.perf_counter() - start
+    result = parts_per_step(totals, wall, steps)
+    result["env steps/s"] = steps / wall
+    return result
+
+
+def markdown_report(info: dict[str, Any], results: dict[str, dict[str, float]], args, cmd: str) -> str:
+    parts = [key for key in next(iter(results.values())) if key not in ("update", "host total", "env steps/s")]
+    lines = [
+        "# Host time per env step in the learning phase (microseconds)",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        machine_markdown(info),
+        "",
+        f"{ENV_ID}, one env, one update per env step, critic [{args.critic}, {args.critic}], actor "
+        f"{list(ACTOR_ARCH)}, batch {BATCH_SIZE}, policy_delay {POLICY_DELAY}; {args.steps} learning steps timed after "
+        f"{args.learning_starts} random steps and the compile, per mode and round; medians over {args.rounds} "
+        "alternating rounds. `real update`: host time is wall time minus the "
+        "update's; `stand-in update`: the update replaced by one that only writes priorities (host work alone, "
+        "warm caches).",
+        "",
+        "| part | " + " | ".join(results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
+    for part in [*parts, "host total", "update"]:
+        lines.append(f"| {part} | " + " | ".join(f"{result[part]:.0f}" for result in results.values()) + " |")
+    lines.append("| env steps/s | " + " | ".join(f"{r['env steps/s']:.1f}" for r in results.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--critic", type=int, default=256, help="critic width (2 layers)")
+    parser.add_argument("--steps", type=int, default=2000, help="timed learning steps, per measurement")
+    parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads, and CPUs the process is pinned to")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurements per mode (medians)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
+    parser.add_argument("--name", default="host_overhead", help="output file stem")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+
+    info = machine_info()
+    model = CrossQ(
+        "MlpPolicy",
+        ENV_ID,
+        learning_rate=1e-3,
+        buffer_size=args.learning_starts + 2 * args.rounds * args.steps + 1000,
+        learning_starts=args.learning_starts,
+        batch_size=BATCH_SIZE,
+        policy_delay=POLICY_DELAY,
+        policy_kwargs={"net_arch": {"pi": list(ACTOR_ARCH), "qf": [args.critic, args.critic]}},
+        seed=args.seed,
+    )
+    log(f"random phase and compile: {args.learning_starts} + {4 * POLICY_DELAY} steps")
+    model.learn(args.learning_starts + 4 * POLICY_DELAY)
+    runs: dict[str, list[dict[str, float]]] = {"real update": [], "stand-in update": []}
+    for round_index in range(args.rounds):
+        for mode, runs_of_mode in runs.items():
+            log(f"round {round_index + 1}/{args.rounds}, {mode}: {args.steps} steps")
+            with stand_in_update() if mode == "stand-in update" else nullcontext():
+                runs_of_mode.append(measure(model, args.steps))
+    results = {
+        mode: {key: median([run[key] for run in mode_runs]) for key in mode_runs[0]} for mode, mode_runs in runs.items()
+    }
+    info["loadavg_end"] = os.getloadavg()
+    cmd = ("python benchmarks/host_overhead.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    report = markdown_report(info, results, args, cmd)
+    print(report)
+    write_results(args.name, report, {"command": cmd, "machine": info, "results": results}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
