@@ -126,6 +126,15 @@ def sgemm_peak(device: torch.device | str = "cpu", repeats: int = 5, min_seconds
     return results
 
 
+def pin_threads(threads: int | None) -> None:
+    """``threads`` torch threads and the process pinned to as many CPUs (nothing when None). XLA's CPU thread pool
+    ignores thread flags and uses every CPU the process may run on: pinning the process (before jax loads) gives
+    every implementation the same CPUs."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

@@ -42,6 +42,7 @@ from bench_utils import (
     machine_info,
     machine_markdown,
     median,
+    pin_threads,
     write_results,
 )
 from tensordict import TensorDictBase
@@ -174,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
     parser.add_argument("--name", default="host_overhead", help="output file stem")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    pin_threads(args.threads)
 
     info = machine_info()
     model = CrossQ(

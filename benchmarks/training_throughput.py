@@ -39,6 +39,7 @@ from bench_utils import (
     machine_info,
     machine_markdown,
     median,
+    pin_threads,
     write_results,
 )
 
@@ -208,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.total_steps <= args.learning_starts + args.warmup_updates:
         parser.error("--total-steps must exceed --learning-starts plus --warmup-updates")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    pin_threads(args.threads)
 
     info = machine_info()
     log(f"{info['cpu_model']}, {info['logical_cpus']} CPUs, torch threads {torch.get_num_threads()}")

@@ -51,6 +51,7 @@ from bench_utils import (
     machine_markdown,
     median,
     paired_ratios,
+    pin_threads,
     sgemm_peak,
     write_results,
 )
@@ -516,11 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
     parser.add_argument("--name", default="update_throughput", help="output file stem")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-        # XLA's CPU thread pool ignores thread flags and uses every CPU the process may run on: pin the
-        # process (before jax loads) so that every implementation gets the same N CPUs.
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    pin_threads(args.threads)
     keep_freed_memory()  # process-wide: every implementation measured here runs with it
 
     global DEVICE
