@@ -71,6 +71,21 @@ def test_n_step_sample_equals_the_hand_computed_targets():
     assert hand_n_step(data, 3 * N_ENVS + 1, 13) == pytest.approx((13 + 0.9 * 14, 105.0, False, 2))
 
 
+def test_n_step_sample_ignores_the_unwritten_slots_of_a_buffer_not_yet_full():
+    """Windows that reach past the newest transition read slots never written (uninitialised memory): NaN there
+    leaves the sampled rewards those of the hand computation."""
+    data = transitions(done_at={(0, 2), (1, 4)}, terminated_at={(0, 2)})
+    buffer = make_replay_buffer(100, 64, n_steps=N_STEPS, gamma=GAMMA, n_envs=N_ENVS)
+    buffer.extend(data)
+    buffer.storage._storage.get(("next", "reward"))[N_ENVS * T :] = float("nan")
+    torch.manual_seed(0)
+    batch = buffer.sample()
+    assert batch["index"].max().item() >= N_ENVS * (T - 1)  # some windows reach past the newest transition
+    for row, i in enumerate(batch["index"].tolist()):
+        reward, *_ = hand_n_step(data, i, newest=N_ENVS * T - 1)
+        assert batch["next", "reward"][row].item() == pytest.approx(reward)
+
+
 def test_n_steps_1_samples_the_one_step_transitions():
     """n_steps=1 draws the same indices as an n-step buffer and returns the stored transitions unchanged."""
     data = transitions(done_at={(0, 2)}, terminated_at={(0, 2)})

@@ -46,8 +46,12 @@ def n_step_entries(
 
     batch = {key: entry[last] if _is_next(key) else entry[index] for key, entry in entries.items()}
     rewards = entries[("next", "reward")][window]  # [batch, n_steps, *reward_shape]
-    weights = (gamma ** torch.arange(n_steps, dtype=torch.float64)).to(rewards.dtype) * included
-    batch[("next", "reward")] = (rewards * weights.view(*weights.shape, *[1] * (rewards.ndim - 2))).sum(1)
+    feature_dims = [1] * (rewards.ndim - 2)
+    discounts = (gamma ** torch.arange(n_steps, dtype=torch.float64)).to(rewards.dtype).view(n_steps, *feature_dims)
+    # where, not a product with the mask: the slots past the newest transition of a buffer not yet full were never
+    # written and may hold NaN or inf, which a zero weight would turn into NaN
+    discounted = torch.where(included.view(*included.shape, *feature_dims), rewards * discounts, 0.0)
+    batch[("next", "reward")] = discounted.sum(1)
     batch[STEPS_KEY] = length.view(-1, *[1] * (batch[("next", "reward")].ndim - 1))
     return batch
 
