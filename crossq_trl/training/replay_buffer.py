@@ -47,6 +47,7 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
         if n_steps < 1 or n_envs < 1:
             raise ValueError(f"n_steps and n_envs must be >= 1, got n_steps={n_steps}, n_envs={n_envs}.")
         self.n_steps, self.gamma, self.n_envs = n_steps, gamma, n_envs
+        self._stored_of: TensorDictBase | None = None  # the storage TensorDict _stored_cache describes
 
     def _fast_path(self) -> bool:
         storage = self._storage
@@ -63,25 +64,17 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             and isinstance(storage._storage, TensorDictBase)
         )
 
-    def _entries(self) -> dict:
-        """The storage's tensors by key, cached while the storage object is the same, along with what
-        :meth:`extend` writes through (``_targets``) and whether they all lie on the storage's device."""
+    def _stored(self) -> _StoredEntries:
+        """The storage's entries (see :class:`_StoredEntries`), made again when the storage object changes."""
         storage = self._storage._storage
-        if getattr(self, "_entries_of", None) is not storage:
-            self._entries_of = storage
-            self._entries_cache = dict(storage.items(include_nested=True, leaves_only=True))
-            self._targets = {
-                key: (entry, _numpy_view(entry), tuple(entry.shape[1:])) for key, entry in self._entries_cache.items()
-            }
-            self._entries_on_device = all(
-                entry.device == self._storage.device for entry in self._entries_cache.values()
-            )
-        return self._entries_cache
+        if self._stored_of is not storage:
+            self._stored_of, self._stored_cache = storage, _StoredEntries(storage, self._storage.device)
+        return self._stored_cache
 
     def extend(self, tensordicts: TensorDictBase, *, update_priority: bool | None = None) -> torch.Tensor:
         if not self._fast_path() or not isinstance(tensordicts, TensorDictBase) or tensordicts.ndim != 1:
             return super().extend(tensordicts, update_priority=update_priority)
-        self._entries()  # and the write targets
+        stored = self._stored()
         count, capacity = tensordicts.shape[0], self._storage.max_size
         cursor = self._writer._cursor
         wraps = cursor + count > capacity
@@ -96,8 +89,8 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
         # A few values written through a numpy view of the stored tensor cost ~0.5 us, through torch indexing ~3 us
         # (~25 us into a MemoryMappedTensor, whose numpy view writes through to its file). Numpy copies only values
         # of the stored dtype and shape; torch casts and reshapes the others, and scatters a write that wraps.
-        for key, (entry, array, features) in self._targets.items():
-            value, shape = values[key], (count, *features)
+        for key, entry in stored.tensors.items():
+            value, array, shape = values[key], stored.arrays[key], (count, *entry.shape[1:])
             source = None if array is None or wraps else _numpy_view(value)
             if source is not None and source.dtype == array.dtype and source.shape == shape:
                 array[positions] = source
@@ -119,7 +112,8 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             return super().sample(batch_size, return_info=return_info, include_info=include_info)
         size = self._batch_size if batch_size is None else batch_size
         index = self._storage._rand_given_ndim(size)
-        entries = {key: entry for key, entry in self._entries().items() if key != "index"}
+        stored = self._stored()
+        entries = stored.sampled
         if self.n_steps == 1:
             # entry[index] gathers the same rows, at ~5.6 us against 3.6 us for index_select (256 of [1M, 3])
             source = {key: torch.index_select(entry, 0, index) for key, entry in entries.items()}
@@ -136,9 +130,21 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
                 capacity=capacity,
             )
         source["index"] = index
-        if self._entries_on_device:  # nothing to move: the unchecked constructor builds the same TensorDict, faster
+        if stored.on_device:  # nothing to move: the unchecked constructor builds the same TensorDict, faster
             return TensorDict._new_unsafe(_nested(source), batch_size=torch.Size([size]), device=self._storage.device)
         return TensorDict(source, batch_size=[size], device=self._storage.device)
+
+
+class _StoredEntries:
+    """What the fast path reads of a storage TensorDict: its tensors by (nested) key, the numpy view of each
+    (``None`` where numpy cannot view it) that :meth:`CrossQReplayBuffer.extend` writes through, the entries a
+    sample gathers (all but ``index``) and whether every tensor lies on the storage's device."""
+
+    def __init__(self, storage: TensorDictBase, device: torch.device | None) -> None:
+        self.tensors = dict(storage.items(include_nested=True, leaves_only=True))
+        self.arrays = {key: _numpy_view(tensor) for key, tensor in self.tensors.items()}
+        self.sampled = {key: tensor for key, tensor in self.tensors.items() if key != "index"}
+        self.on_device = all(tensor.device == device for tensor in self.tensors.values())
 
 
 def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
