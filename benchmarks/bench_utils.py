@@ -34,6 +34,7 @@ PACKAGES = (
 )
 
 # HalfCheetah-v5 shapes and the CrossQ defaults of the workload in shared/REFERENCE.md.
+ENV_ID = "HalfCheetah-v5"
 OBS_DIM = 17
 ACTION_DIM = 6
 BATCH_SIZE = 256

@@ -36,6 +36,7 @@ import torch
 from bench_utils import (
     ACTOR_ARCH,
     BATCH_SIZE,
+    ENV_ID,
     POLICY_DELAY,
     RESULTS_DIR,
     log,
@@ -53,7 +54,6 @@ from crossq_trl.training.lean_gym_env import LeanGymEnv
 from crossq_trl.training.trainer import CrossQTrainer
 from crossq_trl.training.update import CrossQUpdate
 
-ENV_ID = "HalfCheetah-v5"
 TIMED = {  # part -> (class, method); inclusive times
     "policy": (ActingPolicy, "forward"),
     "rollout": (LeanGymEnv, "buffered_rollout"),
@@ -92,14 +92,14 @@ def timed_methods(totals: dict[str, float]) -> Iterator[None]:
 def stand_in_update() -> Iterator[None]:
     """``CrossQUpdate.__call__`` replaced by one that writes zero priorities and returns the last metrics."""
     original = CrossQUpdate.__call__
-    last: dict[int, TensorDictBase] = {}
+    metrics: list[TensorDictBase] = []  # those of one real update, returned by every call
 
     def stand_in(self: CrossQUpdate, batch: TensorDictBase) -> TensorDictBase:
-        if id(self) not in last:
-            last[id(self)] = original(self, batch)
+        if not metrics:
+            metrics.append(original(self, batch))
         self.num_updates += 1
         batch.set(self.loss.tensor_keys.priority, torch.zeros(batch.shape[0]))
-        return last[id(self)].clone()
+        return metrics[0].clone()
 
     CrossQUpdate.__call__ = stand_in
     try:

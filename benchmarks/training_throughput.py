@@ -33,6 +33,7 @@ import torch
 from bench_utils import (
     ACTOR_ARCH,
     BATCH_SIZE,
+    ENV_ID,
     POLICY_DELAY,
     RESULTS_DIR,
     log,
@@ -43,7 +44,6 @@ from bench_utils import (
     write_results,
 )
 
-ENV_ID = "HalfCheetah-v5"
 SETUP_STEPS = 500  # the random phase's first learn call, set-up included
 NAMES = {"crossq_trl": "crossq_trl (compiled)", "sb3_contrib": "sb3-contrib", "sbx": "SBX (JAX jit)"}
 

@@ -45,7 +45,7 @@ class CrossQCollector(Collector):
         # phase, and those of a policy that writes the action only (others write more keys into each step)
         buffered_rollout = getattr(self.env, "buffered_rollout", None)
         self._buffered_rollout = buffered_rollout if self._lean and self.env.device == torch.device("cpu") else None
-        self._policy_writes_action_only = set(self._policy_output_keys) == {"action"}
+        self._policy_writes_action_only = set(self._policy_output_keys) == {self.env.action_key}
         self._env_failed = False
 
     def _should_use_random_frames(self) -> bool:
