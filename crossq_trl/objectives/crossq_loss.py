@@ -14,7 +14,7 @@ from torch.func import functional_call
 from torchrl.data.tensor_specs import Composite
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import TanhNormal
-from torchrl.modules.distributions.utils import rsample_and_log_prob, sample_and_log_prob
+from torchrl.modules.distributions.utils import rsample_and_log_prob
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator, distance_loss
 
@@ -300,7 +300,9 @@ class CrossQLoss(LossModule):
         actor = self.actor_network
         with set_exploration_type(ExplorationType.RANDOM), training_mode(actor, training), fresh_noise(actor):
             dist = actor.get_dist(inputs)
-            action, log_prob = rsample_and_log_prob(dist) if torch.is_grad_enabled() else sample_and_log_prob(dist)
+            # Reparameterised also without gradients, where it is the same draw as sample(): the noise is then
+            # drawn with normal_() (compiled, a C++ call) rather than torch.normal (compiled, a Python call).
+            action, log_prob = rsample_and_log_prob(dist)
         if isinstance(dist, (TanhNormal, GSDETanhNormal)):
             log_prob = log_prob + ((dist.high - dist.low) / 2).log().expand(action.shape[-1:]).sum(-1)
         return action, log_prob
@@ -363,7 +365,10 @@ class CrossQLoss(LossModule):
             joint.set(key, torch.cat([tensordict.get(key), next_tensordict.get(key)]))
         joint.set(self.tensor_keys.action, torch.cat([tensordict.get(self.tensor_keys.action), next_action]))
         critic = self._critic(joint, training=True, detach_params=False)
-        q_pred, q_next = critic.get(self.tensor_keys.state_action_value).split(batch, dim=0)
+        # Split with the critics first: the critic computes Q as [critics, batch], and this way its gradient
+        # comes back in that layout (batch-contiguous), which the compiled backward of the Q head vectorizes.
+        q_by_critic = critic.get(self.tensor_keys.state_action_value).movedim(0, -1)
+        q_pred, q_next = (part.movedim(-1, 0) for part in q_by_critic.split(batch, dim=-1))
 
         next_value = (q_next.min(-1).values - self._alpha * next_log_prob).detach()
         target = self.value_estimator.value_estimate(tensordict, next_value=next_value.unsqueeze(-1))
@@ -418,7 +423,8 @@ class CrossQLoss(LossModule):
         critic_inputs = tensordict.select(*self._observation_keys)
         critic_inputs.set(self.tensor_keys.action, action)
         q_values = self._q_values(critic_inputs, training=False, detach_params=True)
-        loss = self._alpha * log_prob - q_values.min(-1).values
+        # min over the critics with the critics first: the gradient comes back batch-contiguous (see qvalue_loss)
+        loss = self._alpha * log_prob - q_values.movedim(-1, 0).min(0).values
         return self._reduce_loss(loss, tensordict=tensordict), {"log_prob": log_prob.detach()}
 
     def alpha_loss(self, log_prob: Tensor, tensordict: TensorDictBase | None = None) -> Tensor:

@@ -37,7 +37,7 @@ class FlatTensors:
         views = self.views(self.flat)
         for tensor, view in zip(tensors, views, strict=True):
             tensor.data = view
-        self._addresses = [view.data_ptr() for view in views]
+        self._addresses = tuple(view.data_ptr() for view in views)
 
     def views(self, flat: Tensor) -> list[Tensor]:
         """The tensors' views of ``flat`` (or of anything shaped like it)."""
@@ -46,4 +46,4 @@ class FlatTensors:
     def holds(self, tensors: Sequence[Tensor]) -> bool:
         """Whether ``tensors`` still live in ``flat``: false once they were moved (``module.to``) or replaced
         (``optimizer.load_state_dict``), after which a new :class:`FlatTensors` must take them in."""
-        return all(t.data_ptr() == address for t, address in zip(tensors, self._addresses, strict=True))
+        return tuple(map(Tensor.data_ptr, tensors)) == self._addresses  # checked every update: kept lean
