@@ -222,7 +222,8 @@ def test_set_learning_rate_takes_effect_without_recompiling(loss, make_batch):
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_bf16_update_is_float32_within_bfloat16_rounding(loss, make_batch, compile):
     """precision='bf16': the products run in bfloat16 (the numbers differ from float32) while BRN statistics,
-    losses and weights stay float32 and within bfloat16 rounding of the float32 update's."""
+    losses and weights stay float32 and within bfloat16 rounding of the float32 update's (eager: the compiled
+    float32 update matches it, test_compiled_update_matches_eager)."""
     results = {}
     for precision in ("float32", "bf16"):
         torch.manual_seed(0)
@@ -231,7 +232,7 @@ def test_bf16_update_is_float32_within_bfloat16_rounding(loss, make_batch, compi
             copy_of_loss,
             make_crossq_optimizers(copy_of_loss),
             policy_delay=POLICY_DELAY,
-            compile=compile,
+            compile=compile and precision == "bf16",
             precision=precision,
         )
         torch.manual_seed(1)
