@@ -39,13 +39,13 @@ def init_adam_state(optimizer: Optimizer) -> None:
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
-def adam_coefficients(optimizer: Optimizer, group: dict, step: int) -> Tensor:
-    """The scalars of step number ``step`` (1 for the first) of ``group``, as one tensor for :func:`adam_step_`:
-    ``lr / (1 - beta1^t)``, ``1 / sqrt(1 - beta2^t)``, ``eps``, ``1 - beta1``, ``beta2``, ``1 - beta2``, the
+def adam_scalars(optimizer: Optimizer, group: dict, step: int) -> list[float]:
+    """The scalars of step number ``step`` (1 for the first) of ``group``, in the order :func:`adam_step_` reads
+    them: ``lr / (1 - beta1^t)``, ``1 / sqrt(1 - beta2^t)``, ``eps``, ``1 - beta1``, ``beta2``, ``1 - beta2``, the
     decoupled (AdamW) decay factor ``1 - lr * weight_decay`` and the L2 (Adam) weight decay."""
     lr, (beta1, beta2), weight_decay = float(group["lr"]), group["betas"], group["weight_decay"]
     decoupled = isinstance(optimizer, AdamW) or bool(group.get("decoupled_weight_decay", False))
-    values = [
+    return [
         lr / (1 - beta1**step),
         1 / math.sqrt(1 - beta2**step),
         group["eps"],
@@ -55,6 +55,11 @@ def adam_coefficients(optimizer: Optimizer, group: dict, step: int) -> Tensor:
         1 - lr * weight_decay if decoupled else 1.0,
         0.0 if decoupled else weight_decay,
     ]
+
+
+def adam_coefficients(optimizer: Optimizer, group: dict, step: int) -> Tensor:
+    """:func:`adam_scalars` as one float32 tensor on the parameters' device, for :func:`adam_step_`."""
+    values = adam_scalars(optimizer, group, step)
     return torch.tensor(values, dtype=torch.float32, device=group["params"][0].device)
 
 

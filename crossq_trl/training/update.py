@@ -22,6 +22,7 @@ from crossq_trl.objectives.crossq_loss import CrossQLoss
 from crossq_trl.training.flat_tensors import FlatTensors
 from crossq_trl.training.functional_adam import (
     adam_coefficients,
+    adam_scalars,
     adam_step_,
     init_adam_state,
     supports_functional_adam,
@@ -122,8 +123,11 @@ class _OptimizerGroup:
         self.functional = supports_functional_adam(optimizer) and len(optimizer.param_groups) == 1
         if self.functional:
             init_adam_state(optimizer)
-            state = optimizer.state
-            self._moments = [FlatTensors([state[p][key] for p in self.params]) for key in self.MOMENTS]
+            self._gather_moments()
+            # the step scalars travel in one tensor; on the CPU the same one, rewritten in place through a numpy
+            # view of it (a new tensor per step costs more than the rest of this group's Python)
+            self._coefficients = adam_coefficients(optimizer, optimizer.param_groups[0], 1)
+            self._host_coefficients = self._coefficients.numpy() if self._coefficients.device.type == "cpu" else None
         self.sync_step_count()
 
     def sync_step_count(self) -> None:
@@ -131,19 +135,24 @@ class _OptimizerGroup:
         state = self.optimizer.state.get(self.params[0], {})
         self.step_count = int(state["step"]) if "step" in state else 0
 
+    def _gather_moments(self) -> None:
+        state = self._state = self.optimizer.state
+        self._moments = [FlatTensors([state[p][key] for p in self.params]).flat for key in self.MOMENTS]
+
     def moments(self) -> list[Tensor]:
-        """Flat ``exp_avg``, ``exp_avg_sq`` and ``step`` (gathered anew when ``load_state_dict`` replaced them)."""
-        state = self.optimizer.state
-        for i, key in enumerate(self.MOMENTS):
-            tensors = [state[p][key] for p in self.params]
-            if not self._moments[i].holds(tensors):
-                self._moments[i] = FlatTensors(tensors)
-        return [layout.flat for layout in self._moments]
+        """Flat ``exp_avg``, ``exp_avg_sq`` and ``step``, gathered anew when the optimizer's state was replaced
+        (``load_state_dict`` puts in a new state dict; the steps of ``torch.optim``'s Adam update it in place)."""
+        if self.optimizer.state is not self._state:
+            self._gather_moments()
+        return self._moments
 
     def inputs(self) -> list[Tensor]:
         """What the graph needs for one Adam step: :meth:`moments` and the scalars of the step."""
         group = self.optimizer.param_groups[0]
-        return [*self.moments(), adam_coefficients(self.optimizer, group, self.step_count + 1)]
+        if self._host_coefficients is None:  # on an accelerator: a new tensor (CUDA graphs copy it in)
+            return [*self.moments(), adam_coefficients(self.optimizer, group, self.step_count + 1)]
+        self._host_coefficients[:] = adam_scalars(self.optimizer, group, self.step_count + 1)
+        return [*self.moments(), self._coefficients]
 
     def step_with(self, grad: Tensor) -> None:
         """Eager ``optimizer.step()`` on a flat gradient from the graph (optimizers other than Adam/AdamW)."""
