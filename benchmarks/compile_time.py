@@ -1,10 +1,12 @@
 """Compile time of crossq_trl's update and acting policy, cold (empty compile caches) and warm (caches filled by the
 cold run), for the default networks (actor [256, 256], critic [1024, 1024]) and for [256, 256] critics.
 
-Each measurement runs in a fresh Python process with ``TORCHINDUCTOR_CACHE_DIR`` pointing at a new directory (cold)
-or at the one the cold run filled (warm): Inductor's compiled kernels and FX graphs are cached on disk across runs,
-Dynamo's tracing is redone in every process. Measured: the first critic update, the first actor update (the two
-graphs of ``CrossQUpdate``) and the first compiled action (``ActingPolicy(compile=True)``).
+Each measurement runs in a fresh Python process. Cold is a machine that never compiled this: ``TORCHINDUCTOR_CACHE_DIR``
+and ``TMPDIR`` point at a new directory, the latter because Inductor keeps its precompiled C++ headers (a few
+seconds to build, once per machine) in the system temp dir, outside its cache. Warm reuses what the cold run left
+there: Inductor's compiled kernels and FX graphs are cached on disk across runs, Dynamo's tracing is redone in every
+process. Measured: the first critic update, the first actor update (the two graphs of ``CrossQUpdate``) and the
+first compiled action (``ActingPolicy(compile=True)``).
 
     python benchmarks/compile_time.py --threads 1
 """
@@ -51,7 +53,8 @@ print(json.dumps(times))
 
 
 def measure(critic: int, threads: int, cache_dir: str) -> dict[str, float]:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir}
+    """The child's compile times with Inductor's cache and precompiled headers under ``cache_dir``."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache_dir, "inductor"), "TMPDIR": cache_dir}
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(critic), str(threads)], env=env, capture_output=True, text=True, check=True
     )
@@ -82,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         machine_markdown(info),
         "",
-        "Fresh process per measurement; cold: empty Inductor cache, warm: the cache the cold run filled (Dynamo "
-        "traces again in every process). Actor [256, 256]; first critic update, first actor update, first "
-        "compiled action.",
+        "Fresh process per measurement; cold: a machine that never compiled this (empty Inductor cache, no "
+        "precompiled C++ headers), warm: what the cold run left (Dynamo traces again in every process). Actor "
+        "[256, 256]; first critic update, first actor update, first compiled action.",
         "",
         "| critic | cache | critic update | actor update | acting | total |",
         "|---|---|---|---|---|---|",
