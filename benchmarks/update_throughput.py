@@ -1,8 +1,10 @@
 """Gradient updates per second of CrossQ on the fixed workload of shared/REFERENCE.md, ours and the peers'.
 
 Workload: HalfCheetah-v5 shapes (observation 17, action 6), batch 256, actor [256, 256], policy_delay 3,
-critic [1024, 1024] (the default) and [256, 256]; every update samples its batch from a replay buffer of random
-transitions (as sb3's ``train()`` does), and every timed run is a whole number of policy-delay cycles.
+critic [1024, 1024] (the default) and [256, 256]; every update's batch comes from a replay buffer of random
+transitions, sampled as each library's training loop samples n gradient steps (sb3's ``train()`` one batch per update;
+SBX's ``train()`` and crossq_trl's trainer all n batches in one draw), and every timed run is a whole number of
+policy-delay cycles.
 
 Measured, for each critic size:
 
@@ -155,8 +157,9 @@ class CrossQTrlRunner(Runner):
         self.buffer = filled_replay_buffer()
 
     def update(self, n: int) -> None:
-        for _ in range(n):
-            self.crossq_update(self.buffer.sample().to(DEVICE))
+        """n updates on batches drawn together, as ``CrossQTrainer`` draws the batches of n updates due at once."""
+        for batch in self.buffer.sample_batches(n).to(DEVICE).unbind(0):
+            self.crossq_update(batch)
 
 
 # --- sb3-contrib and SBX ------------------------------------------------------------------------------------------
@@ -394,9 +397,10 @@ def markdown_report(info: dict[str, Any], peak: dict[str, float], results: list[
         f"- float32 sgemm peak in this run ({info['torch_threads']} torch thread(s)): "
         + ", ".join(f"{name} {value:.1f} GFLOP/s" for name, value in peak.items() if name != "peak"),
         "",
-        "Workload: HalfCheetah-v5 shapes (obs 17, act 6), batch 256, actor [256, 256], policy_delay 3, one replay "
-        "sample per update; median over alternating rounds. `compiled / this`: median of the round-by-round ratios "
-        "(runs measured back to back). FLOPs: matmul FLOPs of one update, forward + backward, counted with "
+        "Workload: HalfCheetah-v5 shapes (obs 17, act 6), batch 256, actor [256, 256], policy_delay 3; the batches "
+        "of a run's n updates drawn from the replay buffer in one sample (crossq_trl, SBX) or one per update "
+        "(sb3-contrib, TorchRL); median over alternating rounds. `compiled / this`: median of the round-by-round "
+        "ratios (runs measured back to back). FLOPs: matmul FLOPs of one update, forward + backward, counted with "
         "`FlopCounterMode` over one policy-delay cycle / 3. With `--threads N` the whole process is pinned to "
         "N CPUs, so that SBX (XLA's CPU thread pool takes every core it can see, whatever its flags) gets the same "
         "CPU budget as the PyTorch implementations.",

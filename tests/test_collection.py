@@ -11,7 +11,14 @@ import torch
 from tensordict import MemoryMappedTensor, TensorDict
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
-from torchrl.data import LazyMemmapStorage, LazyTensorStorage, RandomSampler, TensorDictReplayBuffer, TensorStorage
+from torchrl.data import (
+    LazyMemmapStorage,
+    LazyTensorStorage,
+    RandomSampler,
+    SamplerWithoutReplacement,
+    TensorDictReplayBuffer,
+    TensorStorage,
+)
 from torchrl.envs import Compose, DoubleToFloat, GymWrapper, RewardSum, StepCounter, TransformedEnv
 from torchrl.envs.utils import ExplorationType, check_env_specs
 
@@ -180,6 +187,28 @@ def test_replay_fast_path_casts_and_reshapes_what_it_writes_like_torch():
         for batch in batches:
             buffer.extend(batch)
     torch.testing.assert_close(fast[:], expected[:], rtol=0, atol=0)
+
+
+def test_sample_batches_draws_the_batches_of_successive_samples():
+    """sample_batches(3) is [3, batch_size] and holds, under the same seed, exactly the three batches that three
+    sample() calls return; a sampler whose batches depend on the previous ones is refused."""
+    buffer = make_replay_buffer(50, 4)
+    buffer.extend(transitions(30, 0))
+    torch.manual_seed(1)
+    successive = torch.stack([buffer.sample() for _ in range(3)])
+    torch.manual_seed(1)
+    together = buffer.sample_batches(3)
+    assert together.batch_size == (3, 4)
+    torch.testing.assert_close(together, successive, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="count >= 1"):
+        buffer.sample_batches(0)
+    without_replacement = CrossQReplayBuffer(
+        storage=LazyTensorStorage(50), sampler=SamplerWithoutReplacement(), batch_size=4
+    )
+    without_replacement.extend(transitions(30, 0))
+    assert not without_replacement.samples_uniformly
+    with pytest.raises(ValueError, match="uniform sampling"):
+        without_replacement.sample_batches(2)
 
 
 def test_a_collector_leaves_the_actors_brn_statistics_alone():

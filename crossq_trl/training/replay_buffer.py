@@ -134,6 +134,26 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             return TensorDict._new_unsafe(_nested(source), batch_size=torch.Size([size]), device=self._storage.device)
         return TensorDict(source, batch_size=[size], device=self._storage.device)
 
+    @property
+    def samples_uniformly(self) -> bool:
+        """Whether batches are drawn uniformly with replacement (``RandomSampler``), so that what one batch holds
+        does not depend on the batches drawn before it: what :meth:`sample_batches` needs."""
+        return type(self._sampler) is RandomSampler
+
+    def sample_batches(self, count: int) -> TensorDictBase:
+        """``count`` batches of the buffer's ``batch_size``, ``[count, batch_size]``, in one draw of indices and one
+        gather per entry rather than ``count`` of each (as SBX samples the batches of a ``train()`` call's gradient
+        steps). Uniform sampling only (:attr:`samples_uniformly`): the batches have the distribution of ``count``
+        calls of :meth:`sample` with nothing written in between."""
+        if count < 1:
+            raise ValueError(f"sample_batches needs count >= 1, got {count}.")
+        if not self.samples_uniformly:
+            raise ValueError(
+                f"sample_batches needs uniform sampling (RandomSampler), not {type(self._sampler).__name__}, whose "
+                "next batch depends on what the update did with the last one: call sample() once per update."
+            )
+        return self.sample(count * self._batch_size).reshape(count, self._batch_size)
+
 
 class _StoredEntries:
     """What the fast path reads of a storage TensorDict: its tensors by (nested) key, the numpy view of each

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from crossq_trl.training.faults import CheckpointSaveError, EnvStepError, NonFin
 from crossq_trl.training.hooks import Callback, EpisodeStatistics, PeriodicEvaluation, Throughput, scalars
 from crossq_trl.training.host_memory import keep_freed_memory
 from crossq_trl.training.preemption import StopOnSignals
-from crossq_trl.training.replay_buffer import load_replay_buffer_state, replay_buffer_state
+from crossq_trl.training.replay_buffer import CrossQReplayBuffer, load_replay_buffer_state, replay_buffer_state
 from crossq_trl.training.update import CrossQUpdate
 
 _CPU = torch.device("cpu")
@@ -168,6 +168,7 @@ class CrossQTrainer(Trainer):
         self._saved_at: int | None = None  # env step of the last checkpoint this run wrote
 
         self._updates_due = 0
+        self._batches: Iterator[TensorDictBase] | None = None  # those of the updates due, drawn ahead (_sample_ahead)
         self.register_op("batch_process", self._store)
         self.register_op("batch_process", self._count_rollout)
         self.register_op("process_optim_batch", self._sample)
@@ -231,7 +232,17 @@ class CrossQTrainer(Trainer):
         return batch
 
     def _sample(self, batch: TensorDictBase) -> TensorDictBase:
+        if self._batches is not None:
+            return next(self._batches)
         return self.replay_buffer.sample().to(self.update.device)
+
+    def _sample_ahead(self, num_updates: int) -> None:
+        """Several updates due on a uniformly sampled buffer: their batches are drawn now, together
+        (:meth:`CrossQReplayBuffer.sample_batches`), and :meth:`_sample` hands them out one per update."""
+        buffer = self.replay_buffer
+        self._batches = None
+        if num_updates > 1 and isinstance(buffer, CrossQReplayBuffer) and buffer.samples_uniformly:
+            self._batches = iter(buffer.sample_batches(num_updates).to(self.update.device).unbind(0))
 
     def optim_steps(self, batch: TensorDictBase) -> None:
         """Run the updates due for this batch (replaces Trainer's fixed-count loop)."""
@@ -242,6 +253,7 @@ class CrossQTrainer(Trainer):
             progress_remaining = max(0.0, 1.0 - self.collected_frames / self.total_frames)
             self.update.optimizers.set_learning_rate(self.learning_rate(progress_remaining))
         self._pre_optim_hook()
+        self._sample_ahead(num_updates)
         for _ in range(num_updates):
             self._optim_count += 1
             sub_batch = self._process_optim_batch_hook(batch)
