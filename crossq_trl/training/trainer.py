@@ -73,8 +73,10 @@ class CrossQTrainer(Trainer):
     its env step) past ``learning_starts``, the
     :class:`UpdateSchedule` decides how many updates run, each on a fresh replay sample
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
-    actor and temperature every ``policy_delay``-th); with a prioritized buffer the priorities the update
-    writes into each batch go back to it (:class:`~crossq_trl.replay.PriorityUpdate`). The collector's policy is the
+    actor and temperature every ``policy_delay``-th); the batches of several updates due at once are drawn
+    together from a uniform buffer (:meth:`~crossq_trl.training.replay_buffer.CrossQReplayBuffer.sample_batches`),
+    and with a prioritized buffer one by one, the priorities the update writes into each batch going back to it
+    (:class:`~crossq_trl.replay.PriorityUpdate`). The collector's policy is the
     actor, kept in eval mode (acting on BRN running statistics). A gSDE actor gets new
     exploration matrices at the start of each rollout (:class:`GSDERolloutReset`).
 
