@@ -206,7 +206,7 @@ def test_sample_batches_draws_the_batches_of_successive_samples():
         storage=LazyTensorStorage(50), sampler=SamplerWithoutReplacement(), batch_size=4
     )
     without_replacement.extend(transitions(30, 0))
-    assert not without_replacement.samples_uniformly
+    assert not without_replacement.can_sample_batches
     with pytest.raises(ValueError, match="uniform sampling"):
         without_replacement.sample_batches(2)
 

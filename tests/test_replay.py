@@ -22,6 +22,7 @@ from torchrl.data import (
 from crossq_trl import CrossQ
 from crossq_trl.cli import build_parser, config_kwargs
 from crossq_trl.replay import (
+    HerReplayBuffer,
     MemoryOptimizedStorage,
     MinSegmentTree,
     SumSegmentTree,
@@ -235,6 +236,32 @@ def test_memory_optimized_buffer_samples_the_plain_buffers_transitions(n_envs):
     pooled = (storage._spare_row >= 0).sum().item()
     assert pooled <= everything["next", "done"].sum() + n_envs  # episode ends and the newest step only
     assert ("next", "observation") not in storage._storage.keys(True, True)
+
+
+def test_which_buffers_draw_the_batches_of_several_updates_together(recwarn):
+    """The plain, n-step and memory-optimized buffers draw several batches in one sample (the last through TorchRL's
+    generic path, without its warning about another batch size), each batch what successive sample() calls return;
+    HER (which relabels a share of each batch) and prioritized sampling draw batch by batch."""
+    sizes = {"buffer_size": 40, "batch_size": 8}
+    drawing = {
+        "plain": build_replay_buffer(**sizes),
+        "n-step": build_replay_buffer(**sizes, n_steps=3),
+        "memory-optimized": build_replay_buffer(**sizes, optimize_memory_usage=True),
+    }
+    for name, replay_buffer in drawing.items():
+        replay_buffer.extend(rollout(30, 1))
+        assert replay_buffer.can_sample_batches, name
+        torch.manual_seed(0)
+        successive = torch.stack([replay_buffer.sample() for _ in range(3)])
+        torch.manual_seed(0)
+        together = replay_buffer.sample_batches(3)
+        assert together.batch_size == (3, 8), name
+        assert torch.equal(together["observation"], successive["observation"]), name
+        assert torch.equal(together["next", "observation"], successive["next", "observation"]), name
+    assert not [w for w in recwarn if "conflicting batch_sizes" in str(w.message)]
+    her = build_replay_buffer(HerReplayBuffer, buffer_size=40, batch_size=8)
+    prioritized = build_replay_buffer(PrioritizedSampler, {"alpha": 0.6, "beta": 0.4}, **sizes)
+    assert not her.can_sample_batches and not prioritized.can_sample_batches
 
 
 def test_memory_optimized_buffer_round_trips_through_its_state():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 
 import numpy as np
 import torch
@@ -135,24 +136,29 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
         return TensorDict(source, batch_size=[size], device=self._storage.device)
 
     @property
-    def samples_uniformly(self) -> bool:
-        """Whether batches are drawn uniformly with replacement (``RandomSampler``), so that what one batch holds
-        does not depend on the batches drawn before it: what :meth:`sample_batches` needs."""
-        return type(self._sampler) is RandomSampler
+    def can_sample_batches(self) -> bool:
+        """Whether :meth:`sample_batches` can draw the batches of several updates at once: sampling uniformly with
+        replacement (``RandomSampler``), so that a batch does not depend on the ones drawn before it, through this
+        class's own :meth:`sample` (a subclass may treat each batch as a whole: HER relabels a share of it)."""
+        return type(self._sampler) is RandomSampler and type(self).sample is CrossQReplayBuffer.sample
 
     def sample_batches(self, count: int) -> TensorDictBase:
         """``count`` batches of the buffer's ``batch_size``, ``[count, batch_size]``, in one draw of indices and one
         gather per entry rather than ``count`` of each (as SBX samples the batches of a ``train()`` call's gradient
-        steps). Uniform sampling only (:attr:`samples_uniformly`): the batches have the distribution of ``count``
-        calls of :meth:`sample` with nothing written in between."""
+        steps): the batches of ``count`` calls of :meth:`sample` with nothing written in between. Needs
+        :attr:`can_sample_batches`."""
         if count < 1:
             raise ValueError(f"sample_batches needs count >= 1, got {count}.")
-        if not self.samples_uniformly:
+        if not self.can_sample_batches:
             raise ValueError(
-                f"sample_batches needs uniform sampling (RandomSampler), not {type(self._sampler).__name__}, whose "
-                "next batch depends on what the update did with the last one: call sample() once per update."
+                f"sample_batches needs uniform sampling (RandomSampler) through CrossQReplayBuffer.sample, not "
+                f"{type(self._sampler).__name__} through {type(self).__name__}.sample, whose batches depend on the "
+                "previous ones or are treated whole: call sample() once per update."
             )
-        return self.sample(count * self._batch_size).reshape(count, self._batch_size)
+        with warnings.catch_warnings():  # TorchRL's generic path warns that count * batch_size is not batch_size
+            warnings.filterwarnings("ignore", message="Got conflicting batch_sizes")
+            batches = self.sample(count * self._batch_size)
+        return batches.reshape(count, self._batch_size)
 
 
 class _StoredEntries:

@@ -75,7 +75,7 @@ class CrossQTrainer(Trainer):
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
     actor and temperature every ``policy_delay``-th); the batches of several updates due at once are drawn
     together from a uniform buffer (:meth:`~crossq_trl.training.replay_buffer.CrossQReplayBuffer.sample_batches`),
-    and with a prioritized buffer one by one, the priorities the update writes into each batch going back to it
+    otherwise one by one; with a prioritized buffer the priorities the update writes into each batch go back to it
     (:class:`~crossq_trl.replay.PriorityUpdate`). The collector's policy is the
     actor, kept in eval mode (acting on BRN running statistics). A gSDE actor gets new
     exploration matrices at the start of each rollout (:class:`GSDERolloutReset`).
@@ -239,11 +239,11 @@ class CrossQTrainer(Trainer):
         return self.replay_buffer.sample().to(self.update.device)
 
     def _sample_ahead(self, num_updates: int) -> None:
-        """Several updates due on a uniformly sampled buffer: their batches are drawn now, together
+        """Several updates due on a buffer that can draw them together: their batches are drawn now
         (:meth:`CrossQReplayBuffer.sample_batches`), and :meth:`_sample` hands them out one per update."""
         buffer = self.replay_buffer
         self._batches = None
-        if num_updates > 1 and isinstance(buffer, CrossQReplayBuffer) and buffer.samples_uniformly:
+        if num_updates > 1 and isinstance(buffer, CrossQReplayBuffer) and buffer.can_sample_batches:
             self._batches = iter(buffer.sample_batches(num_updates).to(self.update.device).unbind(0))
 
     def optim_steps(self, batch: TensorDictBase) -> None:
