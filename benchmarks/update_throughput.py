@@ -64,6 +64,7 @@ from torchrl.data import Bounded, Composite, Unbounded
 
 from crossq_trl import (
     CrossQLoss,
+    CrossQTrainer,
     CrossQUpdate,
     make_crossq_actor,
     make_crossq_critic,
@@ -158,8 +159,10 @@ class CrossQTrlRunner(Runner):
 
     def update(self, n: int) -> None:
         """n updates on batches drawn together, as ``CrossQTrainer`` draws the batches of n updates due at once."""
-        for batch in self.buffer.sample_batches(n).to(DEVICE).unbind(0):
-            self.crossq_update(batch)
+        for start in range(0, n, CrossQTrainer.max_batches_per_draw):
+            count = min(n - start, CrossQTrainer.max_batches_per_draw)
+            for batch in self.buffer.sample_batches(count).to(DEVICE).unbind(0):
+                self.crossq_update(batch)
 
 
 # --- sb3-contrib and SBX ------------------------------------------------------------------------------------------

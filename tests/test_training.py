@@ -197,23 +197,24 @@ def test_fixed_gradient_steps_per_train_freq():
 
 
 def test_updates_due_together_get_batches_drawn_together():
-    """With 3 updates due per train_freq, the trainer draws their batches in one sample_batches(3) and gives each
-    update one of them, in order; never a sample() of its own."""
+    """With 3 updates due per train_freq and at most 2 batches per draw, the trainer draws sample_batches(2) then
+    sample_batches(1) and gives each update one of those batches, in order; never a sample() of its own."""
     trainer, _, _, _, update, replay_buffer = build_trainer(
         total_frames=12, learning_starts=0, frames_per_batch=4, train_freq=(4, "step"), gradient_steps=3
     )
+    trainer.max_batches_per_draw = 2
     draws, sizes, given = [], [], []
     sample, sample_batches, step = replay_buffer.sample, replay_buffer.sample_batches, update.step
     replay_buffer.sample = lambda batch_size=None, **kwargs: sizes.append(batch_size) or sample(batch_size, **kwargs)
     replay_buffer.sample_batches = lambda count: draws.append(sample_batches(count)) or draws[-1]
     update.step = lambda trainer, batch: given.append(batch.clone()) or step(trainer, batch)
     trainer.train()
-    assert sizes == [3 * 32] * 3  # the draws of sample_batches, no sample() of the buffer's batch_size
-    assert [draw.batch_size for draw in draws] == [torch.Size([3, 32])] * 3
-    assert len(given) == 9
-    for draw, batches in zip(draws, [given[i : i + 3] for i in range(0, 9, 3)], strict=True):
-        for drawn, batch in zip(draw.unbind(0), batches, strict=True):
-            torch.testing.assert_close(batch.exclude("td_error"), drawn.exclude("td_error"), rtol=0, atol=0)
+    assert sizes == [2 * 32, 1 * 32] * 3  # the draws of sample_batches, no sample() of the buffer's batch_size
+    assert [draw.batch_size for draw in draws] == [torch.Size([2, 32]), torch.Size([1, 32])] * 3
+    drawn = [batch for draw in draws for batch in draw.unbind(0)]
+    assert len(given) == len(drawn) == 9
+    for batch, expected in zip(given, drawn, strict=True):
+        torch.testing.assert_close(batch, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("gradient_steps", "per_episode"), [(-1, 50), (3, 3)])

@@ -189,6 +189,8 @@ class CrossQTrainer(Trainer):
         self.register_op("post_steps", self._run_callback)
         self.register_op("setup", self._restore_pending_state)
 
+    max_batches_per_draw = 64  # the most batches of updates due together that one replay sample draws
+
     @property
     def update(self) -> CrossQUpdate:
         """The CrossQ update step (this trainer's optimization stepper)."""
@@ -239,12 +241,19 @@ class CrossQTrainer(Trainer):
         return self.replay_buffer.sample().to(self.update.device)
 
     def _sample_ahead(self, num_updates: int) -> None:
-        """Several updates due on a buffer that can draw them together: their batches are drawn now
-        (:meth:`CrossQReplayBuffer.sample_batches`), and :meth:`_sample` hands them out one per update."""
+        """Several updates due on a buffer that can draw them together: :meth:`_sample` hands out their batches one
+        per update, drawn together (:meth:`CrossQReplayBuffer.sample_batches`) up to :attr:`max_batches_per_draw`
+        at a time, which bounds the memory of a long rollout's updates."""
         buffer = self.replay_buffer
         self._batches = None
         if num_updates > 1 and isinstance(buffer, CrossQReplayBuffer) and buffer.can_sample_batches:
-            self._batches = iter(buffer.sample_batches(num_updates).to(self.update.device).unbind(0))
+            self._batches = self._drawn_together(buffer, num_updates)
+
+    def _drawn_together(self, buffer: CrossQReplayBuffer, count: int) -> Iterator[TensorDictBase]:
+        while count > 0:
+            draw = min(count, self.max_batches_per_draw)
+            yield from buffer.sample_batches(draw).to(self.update.device).unbind(0)
+            count -= draw
 
     def optim_steps(self, batch: TensorDictBase) -> None:
         """Run the updates due for this batch (replaces Trainer's fixed-count loop)."""
