@@ -64,7 +64,6 @@ from torchrl.data import Bounded, Composite, Unbounded
 
 from crossq_trl import (
     CrossQLoss,
-    CrossQTrainer,
     CrossQUpdate,
     make_crossq_actor,
     make_crossq_critic,
@@ -159,10 +158,8 @@ class CrossQTrlRunner(Runner):
 
     def update(self, n: int) -> None:
         """n updates on batches drawn together, as ``CrossQTrainer`` draws the batches of n updates due at once."""
-        for start in range(0, n, CrossQTrainer.max_batches_per_draw):
-            count = min(n - start, CrossQTrainer.max_batches_per_draw)
-            for batch in self.buffer.sample_batches(count).to(DEVICE).unbind(0):
-                self.crossq_update(batch)
+        for batch in self.buffer.iter_batches(n, DEVICE):
+            self.crossq_update(batch)
 
 
 # --- sb3-contrib and SBX ------------------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def test_updates_due_together_get_batches_drawn_together():
     trainer, _, _, _, update, replay_buffer = build_trainer(
         total_frames=12, learning_starts=0, frames_per_batch=4, train_freq=(4, "step"), gradient_steps=3
     )
-    trainer.max_batches_per_draw = 2
+    replay_buffer.max_batches_per_draw = 2
     draws, sizes, given = [], [], []
     sample, sample_batches, step = replay_buffer.sample, replay_buffer.sample_batches, update.step
     replay_buffer.sample = lambda batch_size=None, **kwargs: sizes.append(batch_size) or sample(batch_size, **kwargs)

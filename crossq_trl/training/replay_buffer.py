@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -135,6 +136,8 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             return TensorDict._new_unsafe(_nested(source), batch_size=torch.Size([size]), device=self._storage.device)
         return TensorDict(source, batch_size=[size], device=self._storage.device)
 
+    max_batches_per_draw = 64  # the most batches one draw of iter_batches gathers: bounds its memory
+
     @property
     def can_sample_batches(self) -> bool:
         """Whether :meth:`sample_batches` can draw the batches of several updates at once: sampling uniformly with
@@ -159,6 +162,15 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             warnings.filterwarnings("ignore", message="Got conflicting batch_sizes")
             batches = self.sample(count * self._batch_size)
         return batches.reshape(count, self._batch_size)
+
+    def iter_batches(self, count: int, device: torch.device | str | None = None) -> Iterator[TensorDictBase]:
+        """``count`` batches, one after the other (on ``device`` when given), drawn :meth:`sample_batches` at a
+        time, at most :attr:`max_batches_per_draw` per draw: what ``count`` updates in a row need."""
+        while count > 0:
+            draw = min(count, self.max_batches_per_draw)
+            batches = self.sample_batches(draw)
+            yield from (batches if device is None else batches.to(device)).unbind(0)
+            count -= draw
 
 
 class _StoredEntries:

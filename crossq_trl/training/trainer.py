@@ -74,7 +74,7 @@ class CrossQTrainer(Trainer):
     :class:`UpdateSchedule` decides how many updates run, each on a fresh replay sample
     through the :class:`~crossq_trl.training.CrossQUpdate` stepper (critic every update,
     actor and temperature every ``policy_delay``-th); the batches of several updates due at once are drawn
-    together from a uniform buffer (:meth:`~crossq_trl.training.replay_buffer.CrossQReplayBuffer.sample_batches`),
+    together from a uniform buffer (:meth:`~crossq_trl.training.replay_buffer.CrossQReplayBuffer.iter_batches`),
     otherwise one by one; with a prioritized buffer the priorities the update writes into each batch go back to it
     (:class:`~crossq_trl.replay.PriorityUpdate`). The collector's policy is the
     actor, kept in eval mode (acting on BRN running statistics). A gSDE actor gets new
@@ -189,8 +189,6 @@ class CrossQTrainer(Trainer):
         self.register_op("post_steps", self._run_callback)
         self.register_op("setup", self._restore_pending_state)
 
-    max_batches_per_draw = 64  # the most batches of updates due together that one replay sample draws
-
     @property
     def update(self) -> CrossQUpdate:
         """The CrossQ update step (this trainer's optimization stepper)."""
@@ -241,19 +239,12 @@ class CrossQTrainer(Trainer):
         return self.replay_buffer.sample().to(self.update.device)
 
     def _sample_ahead(self, num_updates: int) -> None:
-        """Several updates due on a buffer that can draw them together: :meth:`_sample` hands out their batches one
-        per update, drawn together (:meth:`CrossQReplayBuffer.sample_batches`) up to :attr:`max_batches_per_draw`
-        at a time, which bounds the memory of a long rollout's updates."""
+        """Several updates due on a buffer that can draw them together: :meth:`_sample` hands out their batches
+        (:meth:`CrossQReplayBuffer.iter_batches`) one per update."""
         buffer = self.replay_buffer
         self._batches = None
         if num_updates > 1 and isinstance(buffer, CrossQReplayBuffer) and buffer.can_sample_batches:
-            self._batches = self._drawn_together(buffer, num_updates)
-
-    def _drawn_together(self, buffer: CrossQReplayBuffer, count: int) -> Iterator[TensorDictBase]:
-        while count > 0:
-            draw = min(count, self.max_batches_per_draw)
-            yield from buffer.sample_batches(draw).to(self.update.device).unbind(0)
-            count -= draw
+            self._batches = buffer.iter_batches(num_updates, self.update.device)
 
     def optim_steps(self, batch: TensorDictBase) -> None:
         """Run the updates due for this batch (replaces Trainer's fixed-count loop)."""
