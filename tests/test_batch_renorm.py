@@ -151,6 +151,33 @@ def test_running_stats_update_is_momentum_lerp_with_biased_variance():
         assert layer.steps.item() == expected_steps
 
 
+def test_batch_statistics_of_features_far_from_zero_keep_float32_precision():
+    """The one-sweep statistics (mean and mean square of x minus a sample of the batch) lose nothing to cancellation
+    on features whose mean dwarfs their spread, where E[x^2] - E[x]^2 in float32 would be off by orders of magnitude;
+    the output and the input gradient match a float64 two-pass computation."""
+    torch.manual_seed(0)
+    offsets = torch.tensor([1e4, -3e3, 0.0, 50.0])
+    x = (torch.randn(256, 4) * 0.1 + offsets).requires_grad_()
+    naive_var = (x.detach().square().mean(0) - x.detach().mean(0).square()).double()
+    x64 = x.detach().double()
+    true_var = x64.var(0, unbiased=False)
+    assert (naive_var[:2] - true_var[:2]).abs().max() > 10 * true_var[:2].max()  # what the shift avoids
+    layer = BatchRenorm1d(4, momentum=1.0, warmup_steps=10)  # in warm-up: r = 1, d = 0
+    set_state(layer, running_mean=offsets, running_var=torch.full((4,), 0.01), steps=0)
+    out = layer(x)
+    torch.testing.assert_close(layer.running_var.double(), true_var, rtol=1e-4, atol=0)
+    torch.testing.assert_close(layer.running_mean.double(), x64.mean(0), rtol=1e-6, atol=1e-6)
+    grad_out = torch.randn(256, 4)
+    (out * grad_out).sum().backward()
+    x64.requires_grad_()
+    ones, zeros = torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    stats = {"running_mean": offsets.double(), "running_var": true_var, "steps": 0, "warmup_steps": 10}
+    expected = reference_brn(x64, **stats, weight=ones, bias=zeros)
+    (expected * grad_out.double()).sum().backward()
+    torch.testing.assert_close(out.double(), expected.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_eval_uses_running_stats_and_changes_no_buffer():
     """Eval output is weight*(x-mu_r)/sqrt(var_r+eps)+bias; no buffer moves; [F] and [envs, time, F] inputs work."""
     layer = BatchRenorm1d(4, eps=EPS, warmup_steps=3)
