@@ -206,9 +206,9 @@ class BatchRenorm1d(nn.Module):
         shifted = x - sample
         shifted_mean = shifted.mean(batch_dims)
         batch_var = (shifted.square().mean(batch_dims) - shifted_mean.square()).clamp_min(0.0)
-        batch_mean = shifted_mean + sample.reshape(shifted_mean.shape)
-        batch_std = (batch_var + self.eps).sqrt()
-        with torch.no_grad():
+        with torch.no_grad():  # r, d and the running statistics: no gradient
+            batch_mean = shifted_mean + sample.reshape(shifted_mean.shape)
+            batch_std = (batch_var + self.eps).sqrt()
             running_std = (self.running_var + self.eps).sqrt()
             warmed_up = self.steps >= self.warmup_steps
             r = (batch_std / running_std).clamp(1.0 / self.r_max, self.r_max)

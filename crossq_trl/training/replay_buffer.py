@@ -163,13 +163,12 @@ class CrossQReplayBuffer(TensorDictReplayBuffer):
             batches = self.sample(count * self._batch_size)
         return batches.reshape(count, self._batch_size)
 
-    def iter_batches(self, count: int, device: torch.device | str | None = None) -> Iterator[TensorDictBase]:
-        """``count`` batches, one after the other (on ``device`` when given), drawn :meth:`sample_batches` at a
-        time, at most :attr:`max_batches_per_draw` per draw: what ``count`` updates in a row need."""
+    def iter_batches(self, count: int, device: torch.device | str) -> Iterator[TensorDictBase]:
+        """``count`` batches on ``device``, one after the other, drawn :meth:`sample_batches` at a time, at most
+        :attr:`max_batches_per_draw` per draw: what ``count`` updates in a row need."""
         while count > 0:
             draw = min(count, self.max_batches_per_draw)
-            batches = self.sample_batches(draw)
-            yield from (batches if device is None else batches.to(device)).unbind(0)
+            yield from self.sample_batches(draw).to(device).unbind(0)
             count -= draw
 
 
