@@ -264,6 +264,35 @@ def test_ensemble_linear_init_like_nn_linear():
     torch.testing.assert_close(layer(x), expected)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("fan_in", "fan_out"), [(3, 7), (7, 3)])
+def test_feature_major_ensemble_linear_gradients_equal_per_member_linears(fan_in, fan_out, bias):
+    """Feature-major EnsembleLinear (a widening one computes its weight gradient as (x g^T)^T) gives each member the
+    output, weight, bias and input gradients of its own nn.Linear, in float64, with autograd and with torch.func."""
+    members, samples = 2, 6
+    layer = EnsembleLinear(members, fan_in, fan_out, feature_dim=1, bias=bias).double()
+    x = torch.randn(members, fan_in, samples, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(members, fan_out, samples, dtype=torch.float64)
+    (layer(x) * upstream).sum().backward()
+    grads = torch.func.grad(lambda params: (torch.func.functional_call(layer, params, (x,)) * upstream).sum())(
+        {name: p.detach() for name, p in layer.named_parameters()}
+    )
+    for e in range(members):
+        reference = nn.Linear(fan_in, fan_out, bias=bias).double()
+        with torch.no_grad():
+            reference.weight.copy_(layer.weight[e])
+            if bias:
+                reference.bias.copy_(layer.bias[e])
+        member_x = x[e].detach().T.clone().requires_grad_()
+        out = reference(member_x)
+        torch.testing.assert_close(layer(x)[e].T, out)
+        (out * upstream[e].T).sum().backward()
+        torch.testing.assert_close(x.grad[e].T, member_x.grad)
+        for name, param in reference.named_parameters():
+            torch.testing.assert_close(getattr(layer, name).grad[e], param.grad)
+            torch.testing.assert_close(grads[name][e], param.grad)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

@@ -23,7 +23,8 @@ class EnsembleLinear(nn.Module):
     runs its whole body in that layout, where the weight gradient comes out in the
     parameter's own layout and a 1-wide output (the Q head) is a fast row-times-matrix
     product instead of a matrix-vector product, which MKL's batched kernel runs at a
-    fraction of its speed.
+    fraction of its speed. There a layer with fewer inputs than outputs (the first) takes
+    its weight gradient as ``(x g^T)^T`` rather than ``g x^T`` (:class:`_WideningLinear`).
     """
 
     def __init__(
@@ -61,10 +62,10 @@ class EnsembleLinear(nn.Module):
         if self.feature_dim == 1:
             batch_shape = x.shape[2:]
             flat = x.reshape(self.ensemble_size, self.in_features, -1)
-            if self.bias is None:
-                out = torch.bmm(self.weight, flat)
+            if self.in_features < self.out_features and not torch.is_autocast_enabled(flat.device.type):
+                out = _WideningLinear.apply(self.weight, self.bias, flat)
             else:
-                out = torch.baddbmm(self.bias.unsqueeze(-1), self.weight, flat)
+                out = _feature_major_product(self.weight, self.bias, flat)
             return out.view(self.ensemble_size, self.out_features, *batch_shape)
         batch_shape = x.shape[1:-1]
         flat = x.reshape(self.ensemble_size, -1, self.in_features)
@@ -73,3 +74,40 @@ class EnsembleLinear(nn.Module):
         else:
             out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
         return out.view(self.ensemble_size, *batch_shape, self.out_features)
+
+
+def _feature_major_product(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``W x + b`` per member: ``W [E, out, in]``, ``x [E, in, N]``, ``b [E, out]`` or None."""
+    return torch.bmm(weight, x) if bias is None else torch.baddbmm(bias.unsqueeze(-1), weight, x)
+
+
+class _WideningLinear(torch.autograd.Function):
+    """:func:`_feature_major_product` whose weight gradient is computed as ``(x g^T)^T``, the product with the
+    narrow side (``in < out``) as its rows.
+
+    The weight gradient is a product over the ``N`` samples; autograd's ``g x^T`` gives it ``out`` rows of ``in``
+    columns. MKL runs a product with few columns at half its speed: for the critic's first layer (23 inputs,
+    256 outputs, 512 rows of the joint batch) ``(x g^T)^T`` takes 0.23 ms where ``g x^T`` takes 0.42 ms, about 2%
+    of a whole [256, 256] update. Same gradient, summed in another order. Not used under autocast, whose casts
+    only the plain product records for its backward.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        return _feature_major_product(weight, bias, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        weight, _, x = inputs
+        ctx.save_for_backward(weight, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight, x = ctx.saved_tensors
+        need_weight, need_bias, need_x = ctx.needs_input_grad
+        grad_weight = torch.bmm(x, grad.transpose(1, 2)).transpose(1, 2) if need_weight else None
+        grad_bias = grad.sum(-1) if need_bias else None
+        grad_x = torch.bmm(weight.transpose(1, 2), grad) if need_x else None
+        return grad_weight, grad_bias, grad_x
