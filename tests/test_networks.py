@@ -291,6 +291,16 @@ def test_feature_major_ensemble_linear_gradients_equal_per_member_linears(fan_in
         for name, param in reference.named_parameters():
             torch.testing.assert_close(getattr(layer, name).grad[e], param.grad)
             torch.testing.assert_close(grads[name][e], param.grad)
+    # composes with vmap as the plain layer did: per-input weight gradients of a stack of inputs
+    inputs = torch.stack([x.detach(), 2 * x.detach()])
+    per_input = torch.func.vmap(
+        torch.func.grad(lambda params, one: torch.func.functional_call(layer, params, (one,)).square().sum()),
+        in_dims=(None, 0),
+    )({name: p.detach() for name, p in layer.named_parameters()}, inputs)
+    for i, one in enumerate(inputs):
+        layer.zero_grad()
+        layer(one).square().sum().backward()
+        torch.testing.assert_close(per_input["weight"][i], layer.weight.grad)
 
 
 @pytest.mark.parametrize(
