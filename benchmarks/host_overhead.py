@@ -14,7 +14,12 @@ Each part is timed by wrapping its method (inclusive times; the nested ones are 
 own): the acting policy (``ActingPolicy.forward``), the env step with the rollout's bookkeeping
 (``LeanGymEnv.buffered_rollout`` without the policy), the rest of the collector (``CrossQCollector.rollout``
 without the env), the replay write with its NaN check (``CrossQTrainer._store``), the replay sample
-(``CrossQTrainer._sample``) and what is left of TorchRL's Trainer loop and hooks. Results:
+(``CrossQTrainer._sample``) and what is left of TorchRL's Trainer loop and hooks.
+
+A third measurement, `same work, no framework`, is the floor of this machine: the same acting policy on a
+TensorDict, the raw gymnasium env, one row written into preallocated arrays and a batch of the same entries
+drawn with ``torch.randint`` and ``index_select``, in a bare Python loop (no collector, no Trainer, no replay
+buffer, no update). What the framework adds is the difference. Results:
 ``benchmarks/results/host_overhead.{md,json}``.
 
     python benchmarks/host_overhead.py --threads 1
@@ -32,6 +37,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 from bench_utils import (
     ACTOR_ARCH,
@@ -46,7 +52,7 @@ from bench_utils import (
     pin_threads,
     write_results,
 )
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
 from crossq_trl import ActingPolicy, CrossQ
 from crossq_trl.training.collector import CrossQCollector
@@ -139,6 +145,59 @@ def measure(model: CrossQ, steps: int) -> dict[str, float]:
     return result
 
 
+def measure_without_framework(model: CrossQ, steps: int, seed: int) -> dict[str, float]:
+    """The per-step work of the learning phase in a bare loop: ``model``'s acting policy on a TensorDict whose
+    observation is copied in, a step of the raw gymnasium env, the transition written as one row of preallocated
+    arrays (observation, action, next observation, reward, terminated, done), and a batch of those entries drawn
+    uniformly with replacement. Times per env step, in microseconds, with the parts of :func:`parts_per_step`."""
+    policy, env = model.acting_policy, gym.make(ENV_ID)
+    observation, _ = env.reset(seed=seed)
+    obs_dim, act_dim = observation.shape[0], env.action_space.shape[0]
+    capacity = steps + 1
+    columns = {"observation": obs_dim, "action": act_dim, "next_observation": obs_dim, "reward": 1}
+    stored = [torch.zeros(capacity, width) for width in columns.values()]
+    stored += [torch.zeros(capacity, 1, dtype=torch.bool) for _ in ("terminated", "done")]
+    rows = [tensor.numpy() for tensor in stored]
+    carrier = TensorDict({"observation": torch.zeros(obs_dim)}, [])
+    carrier_observation = carrier.get("observation").numpy()
+    acting = env_step = write = sample = 0.0
+    start = time.perf_counter()
+    for i in range(steps):
+        t0 = time.perf_counter()
+        carrier_observation[:] = observation
+        action = policy(carrier).get("action").numpy()
+        t1 = time.perf_counter()
+        next_observation, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            next_start, _ = env.reset()
+        t2 = time.perf_counter()
+        values = (observation, action, next_observation, reward, terminated, terminated or truncated)
+        for row, value in zip(rows, values, strict=True):
+            row[i] = value
+        t3 = time.perf_counter()
+        index = torch.randint(i + 1, (BATCH_SIZE,))
+        for tensor in stored:
+            torch.index_select(tensor, 0, index)
+        t4 = time.perf_counter()
+        observation = next_start if terminated or truncated else next_observation
+        acting, env_step, write, sample = acting + t1 - t0, env_step + t2 - t1, write + t3 - t2, sample + t4 - t3
+    wall = time.perf_counter() - start
+    env.close()
+    own = {
+        "acting policy": acting,
+        "env step and rollout bookkeeping": env_step,
+        "collector (rest)": 0.0,
+        "replay write and NaN check": write,
+        "replay sample": sample,
+        "TorchRL Trainer loop and hooks (rest)": wall - acting - env_step - write - sample,
+    }
+    result = {part: 1e6 * seconds / steps for part, seconds in own.items()}
+    result["host total"] = 1e6 * wall / steps
+    result["update"] = 0.0
+    result["env steps/s"] = steps / wall
+    return result
+
+
 def markdown_report(info: dict[str, Any], results: dict[str, dict[str, float]], args, cmd: str) -> str:
     parts = [key for key in next(iter(results.values())) if key not in ("update", "host total", "env steps/s")]
     lines = [
@@ -153,7 +212,8 @@ def markdown_report(info: dict[str, Any], results: dict[str, dict[str, float]], 
         f"{args.learning_starts} random steps and the compile, per mode and round; medians over {args.rounds} "
         "alternating rounds. `real update`: host time is wall time minus the "
         "update's; `stand-in update`: the update replaced by one that only writes priorities (host work alone, "
-        "warm caches).",
+        "warm caches); `same work, no framework`: this machine's floor, the acting policy, the raw env, a row write "
+        "and a batch gather in a bare loop (its `rest` row is the loop itself).",
         "",
         "| part | " + " | ".join(results) + " |",
         "|---|" + "---|" * len(results),
@@ -191,10 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(f"random phase and compile: {args.learning_starts} + {4 * POLICY_DELAY} steps")
     model.learn(args.learning_starts + 4 * POLICY_DELAY)
-    runs: dict[str, list[dict[str, float]]] = {"real update": [], "stand-in update": []}
+    modes = ("real update", "stand-in update", "same work, no framework")
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for round_index in range(args.rounds):
         for mode, runs_of_mode in runs.items():
             log(f"round {round_index + 1}/{args.rounds}, {mode}: {args.steps} steps")
+            if mode == "same work, no framework":
+                runs_of_mode.append(measure_without_framework(model, args.steps, args.seed + round_index))
+                continue
             with stand_in_update() if mode == "stand-in update" else nullcontext():
                 runs_of_mode.append(measure(model, args.steps))
     results = {
