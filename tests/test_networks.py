@@ -9,6 +9,8 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import InteractionType, set_interaction_type
 from torch import nn
+from torch._dynamo.utils import counters
+from torch._inductor.utils import fresh_cache
 from torchrl.data import Bounded, Categorical, OneHot, Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -21,6 +23,7 @@ from crossq_trl import (
     make_crossq_critic,
 )
 from crossq_trl.modules import EnsembleLinear, GaussianActorNet
+from crossq_trl.modules.compiled import compile_method
 
 OBS_DIM, ACT_DIM = 3, 2
 
@@ -301,6 +304,36 @@ def test_feature_major_ensemble_linear_gradients_equal_per_member_linears(fan_in
         layer.zero_grad()
         layer(one).square().sum().backward()
         torch.testing.assert_close(per_input["weight"][i], layer.weight.grad)
+
+
+class _WideningStep(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = EnsembleLinear(2, 3, 8, feature_dim=1)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x).square().sum()
+
+
+def test_compiled_widening_layer_is_stored_in_and_loaded_from_aot_autograd_cache():
+    """A compiled step holding the widening layer's autograd.Function goes into AOTAutograd's on-disk cache (torch
+    leaves such graphs out by default: a bypass), and compiling it again after Dynamo's reset, as a new process
+    would, loads it from there and gives the eager gradients."""
+    step, x = _WideningStep(), torch.randn(2, 3, 5)
+    step.loss(x).backward()
+    want = [p.grad.clone() for p in step.parameters()]
+    cache = []
+    with fresh_cache():
+        for _ in range(2):
+            torch._dynamo.reset()
+            counters.clear()
+            step.zero_grad()
+            compile_method(step.loss, ("x",), device=torch.device("cpu"))(x).backward()
+            cache.append(dict(counters["aot_autograd"]))
+            for param, grad in zip(step.parameters(), want, strict=True):
+                torch.testing.assert_close(param.grad, grad)
+    assert "autograd_cache_bypass" not in cache[0] and cache[0]["autograd_cache_saved"] == 1
+    assert cache[1]["autograd_cache_hit"] == 1
 
 
 @pytest.mark.parametrize(
