@@ -10,6 +10,8 @@ import torch
 from tensordict import TensorDict
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+_AUTOGRAD_FUNCTION_APPLY = "torch.ops.higher_order.autograd_function_apply"  # how a Function appears in a graph
+
 
 def compile_method(
     method: Callable,
@@ -55,9 +57,6 @@ def compile_method(
     return torch.compile(
         types.MethodType(copy, method.__self__), fullgraph=True, dynamic=False, mode=mode, options=options
     )
-
-
-_AUTOGRAD_FUNCTION_APPLY = "torch.ops.higher_order.autograd_function_apply"  # how a Function appears in a graph
 
 
 def _register_tensordict_constructor() -> None:
